@@ -1,0 +1,36 @@
+import type { Config } from '@finetune/core';
+import { createDb, DatasetsRepository, JobsRepository, ModelsRepository, type Db } from '@finetune/db';
+import { createProducerConnection, TrainingQueue } from '@finetune/queue';
+import { S3ObjectStore, type ObjectStore } from '@finetune/storage';
+
+/** Everything with I/O the API talks to, built once from configuration. */
+export interface AppDeps {
+  config: Config;
+  db: Db;
+  store: ObjectStore;
+  queue: TrainingQueue;
+  datasets: DatasetsRepository;
+  jobs: JobsRepository;
+  models: ModelsRepository;
+}
+
+export function createAppDeps(config: Config): AppDeps {
+  if (!config.databaseUrl) throw new Error('DATABASE_URL is required (npm start provides an embedded Postgres)');
+  if (!config.s3.endpoint) throw new Error('S3_ENDPOINT is required (npm start provides an embedded S3 server)');
+  const db = createDb(config.databaseUrl);
+  return {
+    config,
+    db,
+    store: new S3ObjectStore({ ...config.s3, endpoint: config.s3.endpoint }),
+    queue: new TrainingQueue(createProducerConnection(config.redisUrl), config.queuePrefix, config.jobAttempts),
+    datasets: new DatasetsRepository(db),
+    jobs: new JobsRepository(db),
+    models: new ModelsRepository(db),
+  };
+}
+
+export async function closeAppDeps(deps: AppDeps): Promise<void> {
+  await deps.queue.close();
+  deps.queue.connection.disconnect();
+  await deps.db.$disconnect();
+}

@@ -1,0 +1,26 @@
+import type { FastifyInstance } from 'fastify';
+import { pingDb } from '@finetune/db';
+import type { AppDeps } from '../deps.ts';
+
+export async function healthRoutes(app: FastifyInstance, { deps }: { deps: AppDeps }) {
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  // Readiness checks each dependency on its own so the answer says which one is down.
+  app.get('/readyz', async (_request, reply) => {
+    const check = async (probe: () => Promise<unknown>) => {
+      try {
+        await probe();
+        return { ok: true as const };
+      } catch (error) {
+        return { ok: false as const, error: (error as Error).message };
+      }
+    };
+    const [database, redis, storage] = await Promise.all([
+      check(() => pingDb(deps.db)),
+      check(() => deps.queue.ping()),
+      check(() => deps.store.ping()),
+    ]);
+    const ready = database.ok && redis.ok && storage.ok;
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'unavailable', checks: { database, redis, storage } });
+  });
+}

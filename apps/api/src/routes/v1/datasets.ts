@@ -1,0 +1,60 @@
+import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Readable } from 'node:stream';
+import { DomainError } from '@finetune/core';
+import type { AppDeps } from '../../deps.ts';
+import { IdParams, ListQuery } from '../../schemas.ts';
+import {
+  createDataset,
+  deleteDataset,
+  getDataset,
+  presentDataset,
+  stageArchive,
+  type StagedArchive,
+} from '../../services/datasets.service.ts';
+
+export async function datasetRoutes(fastify: FastifyInstance, { deps }: { deps: AppDeps }) {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+
+  app.post('/v1/datasets', async (request, reply) => {
+    if (!request.isMultipart()) {
+      throw new DomainError('multipart_required', 'upload the zip as multipart/form-data, field "file"', 415);
+    }
+    // Parts arrive in order and a file part must be consumed before the next one is read, so
+    // the zip is staged to disk inside the loop and the dataset created once "name" (which may
+    // come before or after the file) is known.
+    let name: string | undefined;
+    let staged: StagedArchive | undefined;
+    try {
+      for await (const part of request.parts()) {
+        if (part.type === 'field') {
+          if (part.fieldname === 'name' && typeof part.value === 'string') name = part.value;
+        } else if (part.fieldname === 'file' && !staged) {
+          const file = part.file as Readable & { truncated: boolean };
+          staged = await stageArchive(deps, { stream: file, truncated: () => file.truncated, filename: part.filename });
+        } else {
+          part.file.resume(); // drain anything but the first "file"
+        }
+      }
+      if (!staged) throw new DomainError('file_required', 'multipart field "file" (the dataset zip) is missing', 400);
+      const dataset = await createDataset(deps, staged, name);
+      return reply.code(201).header('location', `/v1/datasets/${dataset.id}`).send(presentDataset(dataset));
+    } finally {
+      await staged?.discard();
+    }
+  });
+
+  app.get('/v1/datasets', { schema: { querystring: ListQuery } }, async (request) => {
+    const page = await deps.datasets.list(request.query);
+    return { items: page.items.map(presentDataset), nextCursor: page.nextCursor };
+  });
+
+  app.get('/v1/datasets/:id', { schema: { params: IdParams } }, async (request) =>
+    presentDataset(await getDataset(deps, request.params.id)),
+  );
+
+  app.delete('/v1/datasets/:id', { schema: { params: IdParams } }, async (request, reply) => {
+    await deleteDataset(deps, request.params.id);
+    return reply.code(204).send();
+  });
+}

@@ -1,0 +1,136 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { DomainError, NotFoundError } from '@finetune/core';
+import type { Dataset } from '@finetune/db';
+import { inspectDatasetZip } from '@finetune/ml';
+import { keys } from '@finetune/storage';
+import type { AppDeps } from '../deps.ts';
+
+export interface DatasetCounts {
+  train: Record<string, number>;
+  val: Record<string, number>;
+  skipped: number;
+  ignored: number;
+  skippedFiles: { path: string; reason: string }[];
+}
+
+/** An upload written to a private temp dir; `discard()` removes it whatever happens next. */
+export interface StagedArchive {
+  zipPath: string;
+  filename: string;
+  sizeBytes: number;
+  sha256: string;
+  discard: () => Promise<void>;
+}
+
+/**
+ * Streams the uploaded zip to a temp file (never whole in memory), hashing it on the way.
+ * `truncated` reports whether the multipart size limit cut the stream short.
+ */
+export async function stageArchive(
+  deps: AppDeps,
+  upload: { stream: Readable; truncated: () => boolean; filename: string },
+): Promise<StagedArchive> {
+  const dir = await mkdtemp(join(tmpdir(), 'finetune-upload-'));
+  const discard = () => rm(dir, { recursive: true, force: true });
+  try {
+    const zipPath = join(dir, 'source.zip');
+    const hash = createHash('sha256');
+    let sizeBytes = 0;
+    const hashing = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        hash.update(chunk);
+        sizeBytes += chunk.length;
+        done(null, chunk);
+      },
+    });
+    await pipeline(upload.stream, hashing, createWriteStream(zipPath));
+    if (upload.truncated()) {
+      throw new DomainError(
+        'upload_too_large',
+        `the archive exceeds the upload limit of ${deps.config.limits.uploadBytes} bytes`,
+        413,
+      );
+    }
+    if (sizeBytes === 0) throw new DomainError('empty_upload', 'the uploaded file is empty', 400);
+    return { zipPath, filename: upload.filename, sizeBytes, sha256: hash.digest('hex'), discard };
+  } catch (error) {
+    await discard();
+    throw error;
+  }
+}
+
+/**
+ * Inspects a staged archive — hostile names, bombs, undecodable images, too few classes — and
+ * only a valid one streams on to S3 and gets a row. A rejected upload leaves nothing behind.
+ */
+export async function createDataset(deps: AppDeps, staged: StagedArchive, name: string | undefined): Promise<Dataset> {
+  const { limits } = deps.config;
+  const summary = await inspectDatasetZip(staged.zipPath, {
+    maxEntries: limits.datasetEntries,
+    maxUncompressedBytes: limits.datasetUncompressedBytes,
+    maxEntryBytes: limits.imageBytes,
+    maxPixels: limits.imagePixels,
+  });
+
+  const id = randomUUID();
+  const storageKey = keys.datasetSource(id);
+  await deps.store.putFile(storageKey, staged.zipPath);
+  const counts: DatasetCounts = {
+    train: summary.counts.train,
+    val: summary.counts.val,
+    skipped: summary.skipped.length,
+    ignored: summary.index.ignored,
+    // Enough to tell the user what went wrong without storing a list as long as the archive.
+    skippedFiles: summary.skipped.slice(0, 50),
+  };
+  try {
+    return await deps.datasets.create({
+      id,
+      name: name?.trim() || staged.filename.replace(/\.zip$/i, '') || id,
+      storageKey,
+      sizeBytes: BigInt(staged.sizeBytes),
+      sha256: staged.sha256,
+      layout: summary.index.layout,
+      classes: summary.index.classes,
+      counts: counts as object,
+    });
+  } catch (error) {
+    await deps.store.delete(storageKey);
+    throw error;
+  }
+}
+
+export async function getDataset(deps: AppDeps, id: string): Promise<Dataset> {
+  const dataset = await deps.datasets.get(id);
+  if (!dataset || dataset.status !== 'ready') throw new NotFoundError('dataset', id);
+  return dataset;
+}
+
+export async function deleteDataset(deps: AppDeps, id: string): Promise<void> {
+  const dataset = await deps.datasets.beginDelete(id);
+  if (!dataset) throw new NotFoundError('dataset', id);
+  await deps.store.deletePrefix(keys.datasetPrefix(id));
+  await deps.datasets.finishDelete(id);
+}
+
+export function presentDataset(dataset: Dataset) {
+  const counts = dataset.counts as unknown as DatasetCounts;
+  const total = (split: Record<string, number>) => Object.values(split).reduce((a, b) => a + b, 0);
+  return {
+    id: dataset.id,
+    name: dataset.name,
+    status: dataset.status,
+    layout: dataset.layout,
+    classes: dataset.classes,
+    counts: { ...counts, images: total(counts.train) + total(counts.val) },
+    sizeBytes: Number(dataset.sizeBytes),
+    sha256: dataset.sha256,
+    createdAt: dataset.createdAt.toISOString(),
+  };
+}

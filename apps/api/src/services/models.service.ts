@@ -1,0 +1,67 @@
+import type { Readable } from 'node:stream';
+import yazl from 'yazl';
+import { DomainError, NotFoundError } from '@finetune/core';
+import type { Model } from '@finetune/db';
+import { decodeImage, predictImages } from '@finetune/ml';
+import { keys } from '@finetune/storage';
+import type { AppDeps } from '../deps.ts';
+import type { ModelCache } from './model-cache.ts';
+
+/** The files of an exported model, as stored under models/<id>/ and zipped for download. */
+export const MODEL_FILES = ['model.json', 'weights.bin', 'labels.json', 'metadata.json'] as const;
+
+export async function getModel(deps: AppDeps, id: string): Promise<Model> {
+  const model = await deps.models.get(id);
+  if (!model) throw new NotFoundError('model', id);
+  return model;
+}
+
+export function presentModel(model: Model) {
+  return {
+    id: model.id,
+    jobId: model.jobId,
+    baseModel: model.baseModel,
+    labels: model.labels,
+    inputSize: model.inputSize,
+    input: { shape: [null, model.inputSize, model.inputSize, 3], scale: '[0, 1] (pixel / 255), RGB' },
+    metrics: model.metrics,
+    files: MODEL_FILES,
+    createdAt: model.createdAt.toISOString(),
+  };
+}
+
+/** A zip of the model's files, streamed from S3 entry by entry (never whole in memory). */
+export async function downloadModel(deps: AppDeps, id: string): Promise<Readable> {
+  const model = await getModel(deps, id);
+  const zip = new yazl.ZipFile();
+  for (const file of MODEL_FILES) {
+    const stream = await deps.store.getStream(keys.modelFile(model.id, file));
+    zip.addReadStream(stream, file, { compress: file !== 'weights.bin' });
+  }
+  zip.end();
+  return zip.outputStream as Readable;
+}
+
+export const MAX_PREDICT_INSTANCES = 32;
+
+export async function predict(deps: AppDeps, cache: ModelCache, id: string, images: Buffer[]) {
+  const model = await getModel(deps, id);
+  if (images.length === 0) throw new DomainError('no_instances', 'send one image (multipart field "file") or {"instances": [{"b64": …}]}', 400);
+  if (images.length > MAX_PREDICT_INSTANCES) {
+    throw new DomainError('too_many_instances', `at most ${MAX_PREDICT_INSTANCES} instances per request`, 400);
+  }
+  const pixels = await Promise.all(
+    images.map(async (image, i) => {
+      try {
+        return await decodeImage(image, model.inputSize, { maxPixels: deps.config.limits.imagePixels });
+      } catch (error) {
+        throw new DomainError('invalid_image', `instance ${i} is not a decodable image: ${(error as Error).message}`, 422);
+      }
+    }),
+  );
+  const layers = await cache.get(model.id, async () => ({
+    modelJson: await deps.store.getBuffer(keys.modelFile(model.id, 'model.json')),
+    weights: await deps.store.getBuffer(keys.modelFile(model.id, 'weights.bin')),
+  }));
+  return predictImages(layers, pixels, model.inputSize, model.labels, Math.min(5, model.labels.length));
+}

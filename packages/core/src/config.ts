@@ -1,0 +1,111 @@
+// Configuration is parsed once, from the environment, into a typed object. A bad value fails
+// start-up with every problem listed at once, not the first one found.
+
+export const ML_BACKENDS = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
+export type MlBackendChoice = (typeof ML_BACKENDS)[number];
+
+export interface Config {
+  port: number;
+  host: string;
+  logLevel: string;
+  /** Unset means "start an embedded Postgres" (only `npm start` does that). */
+  databaseUrl: string | undefined;
+  redisUrl: string;
+  /** BullMQ key prefix: lets tests (or several deployments) share one Redis. */
+  queuePrefix: string;
+  s3: {
+    /** Unset means "start the embedded S3-compatible server" (only `npm start` does that). */
+    endpoint: string | undefined;
+    region: string;
+    bucket: string;
+    accessKeyId: string;
+    secretAccessKey: string;
+    forcePathStyle: boolean;
+  };
+  mlBackend: MlBackendChoice;
+  workerConcurrency: number;
+  jobAttempts: number;
+  limits: {
+    uploadBytes: number;
+    datasetUncompressedBytes: number;
+    datasetEntries: number;
+    imageBytes: number;
+    imagePixels: number;
+    predictBytes: number;
+  };
+  modelCacheSize: number;
+  dataDir: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+export function loadConfig(env: Env = process.env): Config {
+  const problems: string[] = [];
+
+  const int = (name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const value = Number(raw);
+    if (!Number.isInteger(value) || value < min || value > max) {
+      problems.push(`${name} must be an integer in [${min}, ${max}], got "${raw}"`);
+      return fallback;
+    }
+    return value;
+  };
+  const bool = (name: string, fallback: boolean): boolean => {
+    const raw = env[name]?.toLowerCase();
+    if (raw === undefined || raw === '') return fallback;
+    if (['1', 'true', 'yes', 'on'].includes(raw)) return true;
+    if (['0', 'false', 'no', 'off'].includes(raw)) return false;
+    problems.push(`${name} must be true or false, got "${env[name]}"`);
+    return fallback;
+  };
+  const str = (name: string, fallback: string): string => env[name] || fallback;
+  const optional = (name: string): string | undefined => env[name] || undefined;
+
+  const backend = str('ML_BACKEND', 'auto');
+  if (!(ML_BACKENDS as readonly string[]).includes(backend)) {
+    problems.push(`ML_BACKEND must be one of ${ML_BACKENDS.join('|')}, got "${backend}"`);
+  }
+  const databaseUrl = optional('DATABASE_URL');
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    problems.push('DATABASE_URL must be a postgres:// or postgresql:// URL');
+  }
+  const redisUrl = str('REDIS_URL', 'redis://127.0.0.1:6379');
+  if (!/^rediss?:\/\//.test(redisUrl)) problems.push('REDIS_URL must be a redis:// or rediss:// URL');
+
+  const config: Config = {
+    port: int('PORT', 3000, 0, 65535),
+    host: str('HOST', '0.0.0.0'),
+    logLevel: str('LOG_LEVEL', 'info'),
+    databaseUrl,
+    redisUrl,
+    queuePrefix: str('QUEUE_PREFIX', 'finetune'),
+    s3: {
+      endpoint: optional('S3_ENDPOINT'),
+      region: str('S3_REGION', 'us-east-1'),
+      bucket: str('S3_BUCKET', 'finetune'),
+      accessKeyId: str('S3_ACCESS_KEY_ID', 'S3RVER'),
+      secretAccessKey: str('S3_SECRET_ACCESS_KEY', 'S3RVER'),
+      forcePathStyle: bool('S3_FORCE_PATH_STYLE', true),
+    },
+    mlBackend: backend as MlBackendChoice,
+    workerConcurrency: int('WORKER_CONCURRENCY', 1, 1, 64),
+    jobAttempts: int('JOB_ATTEMPTS', 3, 1, 100),
+    limits: {
+      uploadBytes: int('MAX_UPLOAD_BYTES', 512 * 1024 * 1024, 1),
+      datasetUncompressedBytes: int('MAX_DATASET_UNCOMPRESSED_BYTES', 2 * 1024 * 1024 * 1024, 1),
+      datasetEntries: int('MAX_DATASET_ENTRIES', 100_000, 1),
+      imageBytes: int('MAX_IMAGE_BYTES', 32 * 1024 * 1024, 1),
+      imagePixels: int('MAX_IMAGE_PIXELS', 40_000_000, 1),
+      predictBytes: int('MAX_PREDICT_BYTES', 16 * 1024 * 1024, 1),
+    },
+    modelCacheSize: int('MODEL_CACHE_SIZE', 4, 1, 1000),
+    dataDir: str('DATA_DIR', '.data'),
+  };
+
+  if (problems.length > 0) {
+    throw new Error(`Invalid configuration:\n  - ${problems.join('\n  - ')}`);
+  }
+  return config;
+}

@@ -1,0 +1,5 @@
+export * from './errors.ts';
+export * from './base-models.ts';
+export * from './job-spec.ts';
+export * from './config.ts';
+export * from './job-status.ts';

@@ -1,0 +1,8 @@
+export * from './client.ts';
+export * from './migrate.ts';
+export * from './datasets.repository.ts';
+export * from './jobs.repository.ts';
+export * from './models.repository.ts';
+export { Prisma } from './generated/client.ts';
+export type { Dataset, Job, EpochMetric, Checkpoint, Model } from './generated/client.ts';
+export { JobStatus } from './generated/enums.ts';

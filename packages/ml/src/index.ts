@@ -1,0 +1,26 @@
+export { initBackend, activeBackend, tf, type BackendName } from './backend.ts';
+export { loadBaseModel, loadModelFromUrl, buildSmallCnn, type BaseModel } from './zoo.ts';
+export { decodeImage, isImagePath, IMAGE_EXTENSIONS, DEFAULT_MAX_PIXELS, type DecodeOptions } from './images.ts';
+export {
+  indexDatasetZip,
+  readZipEntries,
+  inspectDatasetZip,
+  type ZipLimits,
+  type DatasetIndex,
+  type DatasetEntry,
+  type DatasetSplit,
+  type DatasetSummary,
+} from './dataset-zip.ts';
+export { computeEmbeddings } from './embed.ts';
+export {
+  buildHead,
+  trainHead,
+  mulberry32,
+  type TrainHeadOptions,
+  type TrainHeadResult,
+  type EpochResult,
+  type LabelledFeatures,
+} from './train-head.ts';
+export { composeModel, serializeModel, loadModelFromFiles, serializeHead, loadHead, type SerializedModel } from './export.ts';
+export { predictImages, type Prediction } from './predict.ts';
+export { stratifiedSplit } from './split.ts';

@@ -1,0 +1,15 @@
+// Standalone config for this package (no repo-wide globalSetup: nothing here needs Postgres,
+// Redis or S3). Run from the repo root: npx vitest run --config packages/ml/vitest.config.ts
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    root: import.meta.dirname,
+    include: ['test/**/*.test.ts'],
+    // tfjs wasm is single-threaded under Node: two files in parallel use both cores.
+    pool: 'forks',
+    maxWorkers: 2,
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+  },
+});

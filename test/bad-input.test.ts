@@ -1,0 +1,182 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import request from 'supertest';
+import { buildTestApp, type TestApp } from './support/app.ts';
+import { digitPng, zipOf } from './support/mnist-fixtures.ts';
+
+// Bad input is normal input: each case gets a clear 4xx problem+json with a stable code, and
+// leaves no row and no stored object behind.
+
+let t: TestApp;
+let png: Buffer;
+
+async function stored() {
+  return {
+    datasets: await t.deps.db.dataset.count(),
+    jobs: await t.deps.db.job.count(),
+    objects: (await t.deps.store.list('datasets/')).length,
+  };
+}
+
+function expectProblem(res: request.Response, status: number, code: string) {
+  expect(res.status, JSON.stringify(res.body)).toBe(status);
+  expect(res.headers['content-type']).toContain('application/problem+json');
+  expect(res.body).toMatchObject({ status, code, type: `urn:finetune:problem:${code}` });
+  expect(typeof res.body.title).toBe('string');
+  expect(res.body.detail.length).toBeGreaterThan(0);
+}
+
+async function upload(zip: Buffer, app = t) {
+  return request(app.app.server).post('/v1/datasets').attach('file', zip, 'data.zip');
+}
+
+beforeAll(async () => {
+  t = await buildTestApp();
+  png = await digitPng(3, 0);
+});
+
+afterAll(async () => {
+  await t?.close();
+});
+
+describe('dataset uploads', () => {
+  const cases: [string, () => Buffer, number, string][] = [
+    ['not a zip', () => Buffer.from('this is plain text, not an archive'), 422, 'invalid_zip'],
+    ['an empty zip', () => zipOf({}), 422, 'empty_archive'],
+    ['one class only', () => zipOf({ 'cats/a.png': png, 'cats/b.png': png }), 422, 'too_few_classes'],
+    ['a class with no decodable image', () => zipOf({ 'cats/a.png': png, 'dogs/b.png': 'not really a png' }), 422, 'empty_class'],
+    ['a zip-slip entry (../)', () => zipOf({ 'cats/a.png': png, 'dogs/b.png': png, '../evil.png': png }), 422, 'unsafe_entry_name'],
+    ['a zip-slip entry (nested ..)', () => zipOf({ 'cats/a.png': png, 'dogs/../../evil.png': png }), 422, 'unsafe_entry_name'],
+    ['an absolute entry path', () => zipOf({ 'cats/a.png': png, 'dogs/b.png': png, '/etc/evil.png': png }), 422, 'unsafe_entry_name'],
+  ];
+  for (const [name, make, status, code] of cases) {
+    it(`rejects ${name} with ${status} ${code} and stores nothing`, async () => {
+      const before = await stored();
+      expectProblem(await upload(make()), status, code);
+      expect(await stored()).toEqual(before);
+    });
+  }
+
+  it('rejects an archive over the upload limit with 413 and stores nothing', async () => {
+    const small = await buildTestApp({ MAX_UPLOAD_BYTES: '2048' });
+    try {
+      const big = zipOf(Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`c${i % 2}/${i}.png`, png])));
+      expect(big.length).toBeGreaterThan(2048);
+      const before = await stored();
+      expectProblem(await upload(big, small), 413, 'upload_too_large');
+      expect(await stored()).toEqual(before);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('rejects a request that is not multipart, or has no file', async () => {
+    expectProblem(await request(t.app.server).post('/v1/datasets').send({ file: 'x' }), 415, 'multipart_required');
+    expectProblem(await request(t.app.server).post('/v1/datasets').field('name', 'x'), 400, 'file_required');
+  });
+
+  it('counts a corrupt image as skipped when its class still has good ones', async () => {
+    const res = await upload(zipOf({ 'a/1.png': png, 'a/2.png': 'garbage', 'b/1.png': png, 'README.txt': 'hi' }));
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    expect(res.body.counts).toMatchObject({ train: { a: 1, b: 1 }, skipped: 1 });
+    await request(t.app.server).delete(`/v1/datasets/${res.body.id}`).expect(204);
+  });
+});
+
+describe('job specs', () => {
+  let datasetId: string;
+  beforeAll(async () => {
+    const res = await upload(zipOf({ 'a/1.png': png, 'b/1.png': png }));
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    datasetId = res.body.id;
+  });
+
+  const hyper = (hyperparameters: Record<string, unknown>) => () => ({ datasetId, baseModel: 'mobilenet_v2', hyperparameters });
+  const cases: [string, () => unknown, number, string][] = [
+    ['epochs 0', hyper({ epochs: 0 }), 400, 'validation_error'],
+    ['epochs 10^6', hyper({ epochs: 1_000_000 }), 400, 'validation_error'],
+    ['batchSize 0', hyper({ batchSize: 0 }), 400, 'validation_error'],
+    ['a negative learning rate', hyper({ learningRate: -0.1 }), 400, 'validation_error'],
+    ['learningRate "NaN"', hyper({ learningRate: 'NaN' }), 400, 'validation_error'],
+    ['an unknown hyperparameter', hyper({ epochz: 3 }), 400, 'validation_error'],
+    ['an unknown optimizer', hyper({ optimizer: 'lbfgs' }), 400, 'validation_error'],
+    ['an unknown strategy', () => ({ datasetId, baseModel: 'mobilenet_v2', strategy: 'magic' }), 400, 'validation_error'],
+    ['a missing datasetId', () => ({ baseModel: 'mobilenet_v2' }), 400, 'validation_error'],
+    ['an unknown dataset', () => ({ datasetId: randomUUID(), baseModel: 'mobilenet_v2' }), 422, 'unknown_dataset'],
+    ['an unknown base model', () => ({ datasetId, baseModel: 'resnet_9000' }), 422, 'unknown_base_model'],
+    ['feature extraction on a random-init base', () => ({ datasetId, baseModel: 'small_cnn' }), 422, 'strategy_not_supported'],
+  ];
+  for (const [name, body, status, code] of cases) {
+    it(`rejects ${name} with ${status} ${code} and creates no job`, async () => {
+      const before = await stored();
+      expectProblem(await request(t.app.server).post('/v1/jobs').send(body() as object), status, code);
+      expect(await stored()).toEqual(before);
+    });
+  }
+
+  it('rejects malformed JSON', async () => {
+    const res = await request(t.app.server).post('/v1/jobs').set('content-type', 'application/json').send('{"datasetId": ');
+    expectProblem(res, 400, 'malformed_json');
+  });
+
+  it('honours Idempotency-Key: the same spec twice is one job, a different spec is refused', async () => {
+    const key = randomUUID();
+    const spec = { datasetId, baseModel: 'mobilenet_v2', hyperparameters: { epochs: 1 } };
+    const first = await request(t.app.server).post('/v1/jobs').set('idempotency-key', key).send(spec).expect(202);
+    const second = await request(t.app.server).post('/v1/jobs').set('idempotency-key', key).send(spec).expect(200);
+    expect(second.body.id).toBe(first.body.id);
+    const other = await request(t.app.server).post('/v1/jobs').set('idempotency-key', key).send({ ...spec, hyperparameters: { epochs: 2 } });
+    expectProblem(other, 422, 'idempotency_key_reused');
+    await request(t.app.server).post(`/v1/jobs/${first.body.id}/cancel`).expect(202);
+  });
+});
+
+describe('lookups and predict', () => {
+  it('answers 404 problem+json for unknown ids and routes, 400 for malformed ids', async () => {
+    for (const path of [`/v1/datasets/${randomUUID()}`, `/v1/jobs/${randomUUID()}`, `/v1/models/${randomUUID()}`, `/v1/models/${randomUUID()}/download`]) {
+      expectProblem(await request(t.app.server).get(path), 404, path.split('/')[2]!.replace(/s$/, '') + '_not_found');
+    }
+    expectProblem(await request(t.app.server).get('/v1/nothing-here'), 404, 'route_not_found');
+    expectProblem(await request(t.app.server).get('/v1/jobs/not-a-uuid'), 400, 'validation_error');
+    expectProblem(await request(t.app.server).post(`/v1/jobs/${randomUUID()}/cancel`), 404, 'job_not_found');
+  });
+
+  it('rejects predict on a missing model, a non-image and an empty request', async () => {
+    const missing = await request(t.app.server).post(`/v1/models/${randomUUID()}/predict`).attach('file', png, 'x.png');
+    expectProblem(missing, 404, 'model_not_found');
+
+    // A model row is enough here: input is rejected before the model's files are read.
+    const dataset = await t.deps.db.dataset.create({
+      data: { id: randomUUID(), name: 'p', storageKey: 'x', sizeBytes: 1n, sha256: 'x', layout: 'flat', classes: ['a', 'b'], counts: {} },
+    });
+    const job = await t.deps.db.job.create({
+      data: { id: randomUUID(), datasetId: dataset.id, baseModel: 'mobilenet_v2', strategy: 'feature_extraction', spec: {}, epochs: 1, status: 'succeeded' },
+    });
+    const model = await t.deps.db.model.create({
+      data: { id: randomUUID(), jobId: job.id, baseModel: 'mobilenet_v2', labels: ['a', 'b'], inputSize: 224, storagePrefix: 'x', metrics: {} },
+    });
+    const notImage = await request(t.app.server).post(`/v1/models/${model.id}/predict`).attach('file', Buffer.from('%PDF-1.4 not an image'), 'x.pdf');
+    expectProblem(notImage, 422, 'invalid_image');
+    const badB64 = await request(t.app.server).post(`/v1/models/${model.id}/predict`).send({ instances: [{ b64: '***' }] });
+    expectProblem(badB64, 400, 'invalid_base64');
+    const empty = await request(t.app.server).post(`/v1/models/${model.id}/predict`).send({ instances: [] });
+    expectProblem(empty, 400, 'validation_error');
+    const noBody = await request(t.app.server).post(`/v1/models/${model.id}/predict`).send({});
+    expectProblem(noBody, 400, 'validation_error');
+  });
+});
+
+describe('operations', () => {
+  it('reports health and readiness of Postgres, Redis and S3', async () => {
+    await request(t.app.server).get('/healthz').expect(200, { status: 'ok' });
+    const ready = await request(t.app.server).get('/readyz').expect(200);
+    expect(ready.body.checks).toEqual({ database: { ok: true }, redis: { ok: true }, storage: { ok: true } });
+  });
+
+  it('lists the base-model zoo', async () => {
+    const res = await request(t.app.server).get('/v1/base-models').expect(200);
+    const ids = res.body.items.map((m: { id: string }) => m.id);
+    expect(ids).toEqual(expect.arrayContaining(['mobilenet_v2', 'inception_v3', 'small_cnn']));
+    expect(res.body.items[0]).toMatchObject({ id: 'mobilenet_v2', inputSize: 224, embeddingSize: 1280, available: true });
+  });
+});
