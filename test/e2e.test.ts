@@ -57,7 +57,7 @@ describe('end to end', () => {
   });
 
   it('trains feature_extraction on mobilenet_v2, serves and exports a model that beats chance', { timeout: 400_000 }, async () => {
-    const epochs = 6;
+    const epochs = 15;
     const created = await request(t.app.server)
       .post('/v1/jobs')
       .send({

@@ -65,7 +65,6 @@ export async function runTrainingJob(jobId: string, ctx: TrainingContext): Promi
     ctx.report({ phase, epoch, epochs: hp.epochs, percent: Math.round(percent) });
 
   const workDir = await mkdtemp(join(tmpdir(), `finetune-job-${jobId}-`));
-  const tensorsAtStart = tf.memory().numTensors;
   try {
     report('preparing', 0, 0);
     const zipPath = join(workDir, 'source.zip');
@@ -83,6 +82,7 @@ export async function runTrainingJob(jobId: string, ctx: TrainingContext): Promi
 
     // Decode and embed in chunks as the zip streams by; only embeddings are kept.
     const base = await loadBaseModel(spec.baseModel);
+    const tensorsBeforeTraining = tf.memory().numTensors; // the cached base's weights excluded
     const embedded = { train: [] as Float32Array[], val: [] as Float32Array[] };
     const targets = { train: [] as number[], val: [] as number[] };
     let pending: { pixels: Float32Array; split: 'train' | 'val'; label: number }[] = [];
@@ -211,7 +211,7 @@ export async function runTrainingJob(jobId: string, ctx: TrainingContext): Promi
       storagePrefix: keys.modelPrefix(modelId),
       metrics: { bestEpoch: result.bestEpoch, ...metadata.metrics, dataset: metadata.dataset, backend: ctx.backend },
     });
-    ctx.log('training finished', { modelId, bestEpoch: result.bestEpoch, tensorsLeaked: tf.memory().numTensors - tensorsAtStart });
+    ctx.log('training finished', { modelId, bestEpoch: result.bestEpoch, tensorsLeaked: tf.memory().numTensors - tensorsBeforeTraining });
     return { status: 'succeeded', modelId };
   } finally {
     clearInterval(poll);
