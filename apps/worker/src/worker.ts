@@ -17,6 +17,7 @@ export function startWorker(config: Config, log: Logger): RunningWorker {
     redisUrl: config.redisUrl,
     prefix: config.queuePrefix,
     concurrency: config.workerConcurrency,
+    lockDurationMs: config.workerLockDurationMs,
   });
   worker.on('error', (err) => log.error({ err }, 'worker error'));
   worker.on('failed', (job, err) => log.warn({ jobId: job?.id, err: err.message }, 'job attempt failed'));

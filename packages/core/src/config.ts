@@ -24,6 +24,8 @@ export interface Config {
   };
   mlBackend: MlBackendChoice;
   workerConcurrency: number;
+  /** BullMQ lock duration; a worker that stops renewing for this long loses its job. */
+  workerLockDurationMs: number;
   jobAttempts: number;
   limits: {
     uploadBytes: number;
@@ -91,6 +93,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     mlBackend: backend as MlBackendChoice,
     workerConcurrency: int('WORKER_CONCURRENCY', 1, 1, 64),
+    workerLockDurationMs: int('WORKER_LOCK_DURATION_MS', 60_000, 1_000, 3_600_000),
     jobAttempts: int('JOB_ATTEMPTS', 3, 1, 100),
     limits: {
       uploadBytes: int('MAX_UPLOAD_BYTES', 512 * 1024 * 1024, 1),

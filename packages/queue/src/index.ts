@@ -39,10 +39,38 @@ export class TrainingQueue {
     private readonly attempts: number,
   ) {
     this.queue = new Queue(TRAINING_QUEUE, { connection, prefix });
+    // While Redis is down ioredis emits an error per reconnect attempt. The API reports the
+    // outage through /readyz and 503s; unhandled 'error' events would only flood stderr.
+    const remember = (error: Error) => (this.lastError = error);
+    connection.on('error', remember);
+    this.queue.on('error', remember);
+  }
+
+  /** The most recent connection error, for diagnostics. */
+  lastError: Error | undefined;
+
+  /**
+   * BullMQ waits for its connection indefinitely; a request must not. Give a (re)connecting
+   * Redis a moment, then fail so the caller can answer 503.
+   */
+  private async connected(timeoutMs = 3_000): Promise<void> {
+    if (this.connection.status === 'ready') return;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.connection.off('ready', onReady);
+        reject(new Error(`Redis is not reachable (connection ${this.connection.status})`));
+      }, timeoutMs);
+      const onReady = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.connection.once('ready', onReady);
+    });
   }
 
   /** The BullMQ job id is the Postgres job id: enqueueing twice delivers once. */
   async enqueue(jobId: string): Promise<void> {
+    await this.connected();
     await this.queue.add(
       'train',
       { jobId },
@@ -58,6 +86,7 @@ export class TrainingQueue {
 
   /** Removes a job that has not started. False when it is running (or already gone). */
   async removeWaiting(jobId: string): Promise<boolean> {
+    await this.connected();
     const job = await this.queue.getJob(jobId);
     if (!job) return false;
     if (await job.isActive()) return false;
@@ -82,17 +111,17 @@ export class TrainingQueue {
 
 export function createTrainingWorker(
   processor: Processor<JobPayloads['train'], unknown, 'train'>,
-  settings: QueueSettings & { concurrency: number },
+  settings: QueueSettings & { concurrency: number; lockDurationMs: number },
 ): Worker<JobPayloads['train'], unknown, 'train'> {
   const connection = createWorkerConnection(settings.redisUrl);
   const worker = new Worker(TRAINING_QUEUE, processor, {
     connection,
     prefix: settings.prefix,
     concurrency: settings.concurrency,
-    // Training runs in a child process, so this event loop stays free to renew locks; the
-    // lock duration only has to outlast a short pause, not a training run.
-    lockDuration: 60_000,
-    stalledInterval: 30_000,
+    // Training runs in a child process, so this event loop stays free to renew locks (every
+    // half lock duration); the lock only has to outlast a short pause, not a training run.
+    lockDuration: settings.lockDurationMs,
+    stalledInterval: settings.lockDurationMs,
     maxStalledCount: 2,
   });
   // BullMQ does not close a connection it was handed; this one is ours alone.
