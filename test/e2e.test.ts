@@ -90,7 +90,7 @@ describe('end to end', () => {
       expect(row.durationMs).toBeGreaterThanOrEqual(0);
     }
     const checkpoints = await t.deps.store.list(`jobs/${job.id}/checkpoints/`);
-    expect(checkpoints.filter((o) => o.key.endsWith('head.json'))).toHaveLength(epochs);
+    expect(checkpoints.filter((o) => o.key.endsWith('model.json'))).toHaveLength(epochs);
     expect(job.metrics.best.valAccuracy).toBe(Math.max(...metrics.body.items.map((m: { valAccuracy: number }) => m.valAccuracy)));
 
     const model = await request(t.app.server).get(`/v1/models/${job.modelId}`).expect(200);

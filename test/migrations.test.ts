@@ -307,11 +307,17 @@ describe('the migrated database matches schema.prisma', () => {
       ),
     );
 
-    // Defaults: Prisma writes now() as CURRENT_TIMESTAMP, enum values cast to the enum type.
+    // Defaults: Prisma writes now() as CURRENT_TIMESTAMP, enum values cast to the enum type,
+    // string literals as text.
+    const pgDefault = (def: string, dataType: string) => {
+      if (def === 'now()') return 'CURRENT_TIMESTAMP';
+      if (schema.enums.has(dataType)) return `'${def}'::"${dataType}"`;
+      if (def.startsWith('"') && def.endsWith('"')) return `'${def.slice(1, -1)}'::text`;
+      return def;
+    };
     for (const col of expected.filter((c) => c.hasDefault)) {
       const row = rows.find((r) => r.table_name === col.table && r.column_name === col.column)!;
-      const def = col.defaultValue!;
-      const want = def === 'now()' ? 'CURRENT_TIMESTAMP' : schema.enums.has(col.dataType) ? `'${def}'::"${col.dataType}"` : def;
+      const want = pgDefault(col.defaultValue!, col.dataType);
       expect(row.column_default, key(col)).toBe(want);
     }
     // DateTime columns keep milliseconds, like Prisma's TIMESTAMP(3).

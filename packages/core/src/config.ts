@@ -34,6 +34,8 @@ export interface Config {
     imageBytes: number;
     imagePixels: number;
     predictBytes: number;
+    /** Decoded training images are held in memory as RGB bytes; refuse datasets above this. */
+    trainingImageBytes: number;
   };
   modelCacheSize: number;
   dataDir: string;
@@ -102,6 +104,7 @@ export function loadConfig(env: Env = process.env): Config {
       imageBytes: int('MAX_IMAGE_BYTES', 32 * 1024 * 1024, 1),
       imagePixels: int('MAX_IMAGE_PIXELS', 40_000_000, 1),
       predictBytes: int('MAX_PREDICT_BYTES', 16 * 1024 * 1024, 1),
+      trainingImageBytes: int('MAX_TRAINING_IMAGE_BYTES', 4 * 1024 * 1024 * 1024, 1),
     },
     modelCacheSize: int('MODEL_CACHE_SIZE', 4, 1, 1000),
     dataDir: str('DATA_DIR', '.data'),

@@ -3,43 +3,184 @@ import Type, { type Static } from 'typebox';
 // One schema, two uses: the API validates POST /v1/jobs bodies with it, and the worker
 // receives the same (defaults-filled) object, so both sides agree on every field.
 
-export const STRATEGIES = ['feature_extraction'] as const;
-export const OPTIMIZERS = ['sgd', 'adam'] as const;
+export const STRATEGIES = [
+  'feature_extraction',
+  'fine_tune',
+  'progressive_unfreezing',
+  'full',
+  'scratch',
+  'prototype',
+] as const;
+export const OPTIMIZERS = ['sgd', 'adam', 'adamw', 'rmsprop'] as const;
+export const MONITORS = ['val_loss', 'val_accuracy', 'loss', 'accuracy'] as const;
+export const ACTIVATIONS = ['relu', 'elu', 'selu', 'tanh', 'sigmoid', 'swish'] as const;
+
+const literals = <T extends string>(values: readonly T[]) => values.map((v) => Type.Literal(v));
+
+/** Which base layers train: the top N layers, or every layer from the named one upwards. */
+export const UnfreezeSchema = Type.Union([
+  Type.Object({ topLayers: Type.Integer({ minimum: 1, maximum: 10_000 }) }, { additionalProperties: false }),
+  Type.Object({ fromLayer: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
+]);
+
+export const LrScheduleSchema = Type.Union([
+  Type.Object({ type: Type.Literal('constant') }, { additionalProperties: false }),
+  Type.Object(
+    {
+      type: Type.Literal('step'),
+      stepSize: Type.Integer({ minimum: 1, maximum: 10_000 }),
+      gamma: Type.Number({ exclusiveMinimum: 0, maximum: 1 }),
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    { type: Type.Literal('cosine'), minLearningRate: Type.Optional(Type.Number({ minimum: 0, maximum: 10 })) },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    { type: Type.Literal('exponential'), gamma: Type.Number({ exclusiveMinimum: 0, maximum: 1 }) },
+    { additionalProperties: false },
+  ),
+]);
+
+export const StageSchema = Type.Object(
+  {
+    unfreeze: UnfreezeSchema,
+    epochs: Type.Integer({ minimum: 1, maximum: 500 }),
+    learningRate: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 10 })),
+  },
+  { additionalProperties: false },
+);
 
 export const HyperparametersSchema = Type.Object(
   {
     epochs: Type.Integer({ minimum: 1, maximum: 500, default: 10 }),
     batchSize: Type.Integer({ minimum: 1, maximum: 1024, default: 32 }),
-    optimizer: Type.Union([Type.Literal('sgd'), Type.Literal('adam')], { default: 'adam' }),
+    optimizer: Type.Union(literals(OPTIMIZERS), { default: 'adam' }),
     learningRate: Type.Number({ exclusiveMinimum: 0, maximum: 10, default: 0.001 }),
     momentum: Type.Number({ minimum: 0, maximum: 0.999, default: 0.9 }),
+    nesterov: Type.Boolean({ default: false }),
+    /** Decoupled weight decay (AdamW); with other optimizers use `l2`. */
+    weightDecay: Type.Number({ minimum: 0, maximum: 1, default: 0 }),
+    lrSchedule: Type.Optional(LrScheduleSchema),
+    warmupEpochs: Type.Integer({ minimum: 0, maximum: 100, default: 0 }),
+    earlyStopping: Type.Optional(
+      Type.Object(
+        {
+          monitor: Type.Union(literals(MONITORS), { default: 'val_loss' }),
+          patience: Type.Integer({ minimum: 1, maximum: 500, default: 3 }),
+          minDelta: Type.Number({ minimum: 0, maximum: 10, default: 0 }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    head: Type.Object(
+      {
+        hiddenUnits: Type.Array(Type.Integer({ minimum: 1, maximum: 8192 }), { maxItems: 4, default: [] }),
+        activation: Type.Union(literals(ACTIVATIONS), { default: 'relu' }),
+        dropout: Type.Number({ minimum: 0, maximum: 0.95, default: 0 }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    l2: Type.Number({ minimum: 0, maximum: 1, default: 0 }),
+    labelSmoothing: Type.Number({ minimum: 0, maximum: 0.5, default: 0 }),
+    augmentation: Type.Optional(
+      Type.Object(
+        {
+          flipHorizontal: Type.Boolean({ default: false }),
+          rotationDegrees: Type.Number({ minimum: 0, maximum: 180, default: 0 }),
+          zoom: Type.Number({ minimum: 0, maximum: 0.9, default: 0 }),
+          brightness: Type.Number({ minimum: 0, maximum: 1, default: 0 }),
+          /** Fraction of each side a random crop may remove before resizing back. */
+          randomCrop: Type.Number({ minimum: 0, maximum: 0.5, default: 0 }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    classWeights: Type.Optional(
+      Type.Union([
+        Type.Literal('balanced'),
+        Type.Record(Type.String({ minLength: 1, maxLength: 200 }), Type.Number({ exclusiveMinimum: 0, maximum: 1000 })),
+      ]),
+    ),
+    unfreeze: Type.Optional(UnfreezeSchema),
+    baseLearningRateMultiplier: Type.Number({ exclusiveMinimum: 0, maximum: 10, default: 0.1 }),
+    stages: Type.Optional(Type.Array(StageSchema, { minItems: 1, maxItems: 20 })),
     validationSplit: Type.Number({ minimum: 0, maximum: 0.5, default: 0.2 }),
     seed: Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1, default: 42 }),
+    /** k of the top-k accuracy in the evaluation report. */
+    topK: Type.Integer({ minimum: 1, maximum: 100, default: 3 }),
   },
   { additionalProperties: false },
 );
+
+export const BaseModelRefSchema = Type.Union([
+  Type.String({ minLength: 1, maxLength: 100 }),
+  Type.Object({ modelId: Type.String({ format: 'uuid' }) }, { additionalProperties: false }),
+]);
 
 export const JobSpecSchema = Type.Object(
   {
     datasetId: Type.String({ format: 'uuid' }),
-    baseModel: Type.String({ minLength: 1, maxLength: 100 }),
-    strategy: Type.Optional(Type.Union([Type.Literal('feature_extraction')], { default: 'feature_extraction' })),
+    baseModel: BaseModelRefSchema,
+    strategy: Type.Optional(Type.Union(literals(STRATEGIES), { default: 'feature_extraction' })),
     hyperparameters: Type.Optional(HyperparametersSchema),
+    /** Also train the `scratch` baseline on the same split and report the transfer gain. */
+    compareWithScratch: Type.Optional(Type.Boolean({ default: false })),
   },
   { additionalProperties: false },
 );
 
-export type Hyperparameters = Static<typeof HyperparametersSchema>;
-export type JobSpecInput = Static<typeof JobSpecSchema>;
 export type Strategy = (typeof STRATEGIES)[number];
 export type Optimizer = (typeof OPTIMIZERS)[number];
+export type Monitor = (typeof MONITORS)[number];
+export type Activation = (typeof ACTIVATIONS)[number];
+export type Unfreeze = { topLayers: number } | { fromLayer: string };
+export type LrSchedule = Static<typeof LrScheduleSchema>;
+export type Stage = { unfreeze: Unfreeze; epochs: number; learningRate?: number };
+export type BaseModelRef = string | { modelId: string };
+
+/** Every hyperparameter with its default filled in (what the worker trains with). */
+export interface Hyperparameters {
+  epochs: number;
+  batchSize: number;
+  optimizer: Optimizer;
+  learningRate: number;
+  momentum: number;
+  nesterov: boolean;
+  weightDecay: number;
+  lrSchedule: LrSchedule;
+  warmupEpochs: number;
+  earlyStopping: { monitor: Monitor; patience: number; minDelta: number } | null;
+  head: { hiddenUnits: number[]; activation: Activation; dropout: number };
+  l2: number;
+  labelSmoothing: number;
+  augmentation: {
+    flipHorizontal: boolean;
+    rotationDegrees: number;
+    zoom: number;
+    brightness: number;
+    randomCrop: number;
+  } | null;
+  classWeights: 'balanced' | Record<string, number> | null;
+  unfreeze: Unfreeze | null;
+  baseLearningRateMultiplier: number;
+  stages: Stage[] | null;
+  validationSplit: number;
+  seed: number;
+  topK: number;
+}
+
+export type HyperparametersInput = Static<typeof HyperparametersSchema>;
+export type JobSpecInput = Static<typeof JobSpecSchema>;
 
 /** What the worker runs: every default filled in. */
 export interface JobSpec {
   datasetId: string;
-  baseModel: string;
+  baseModel: BaseModelRef;
   strategy: Strategy;
   hyperparameters: Hyperparameters;
+  compareWithScratch: boolean;
 }
 
 export const DEFAULT_HYPERPARAMETERS: Hyperparameters = {
@@ -48,15 +189,97 @@ export const DEFAULT_HYPERPARAMETERS: Hyperparameters = {
   optimizer: 'adam',
   learningRate: 0.001,
   momentum: 0.9,
+  nesterov: false,
+  weightDecay: 0,
+  lrSchedule: { type: 'constant' },
+  warmupEpochs: 0,
+  earlyStopping: null,
+  head: { hiddenUnits: [], activation: 'relu', dropout: 0 },
+  l2: 0,
+  labelSmoothing: 0,
+  augmentation: null,
+  classWeights: null,
+  unfreeze: null,
+  baseLearningRateMultiplier: 0.1,
+  stages: null,
   validationSplit: 0.2,
   seed: 42,
+  topK: 3,
 };
 
+const EARLY_STOPPING_DEFAULTS = { monitor: 'val_loss', patience: 3, minDelta: 0 } as const;
+const AUGMENTATION_DEFAULTS = { flipHorizontal: false, rotationDegrees: 0, zoom: 0, brightness: 0, randomCrop: 0 };
+
 export function withDefaults(input: JobSpecInput): JobSpec {
+  const given = (input.hyperparameters ?? {}) as Partial<HyperparametersInput>;
+  const d = DEFAULT_HYPERPARAMETERS;
+  const hyperparameters: Hyperparameters = {
+    ...d,
+    ...(given as Partial<Hyperparameters>),
+    head: { ...d.head, ...(given.head ?? {}) } as Hyperparameters['head'],
+    lrSchedule: (given.lrSchedule ?? d.lrSchedule) as LrSchedule,
+    // Nested defaults again here (the API's validator fills them already) so that callers
+    // outside the API — benchmarks, tests — get the same complete spec.
+    earlyStopping: given.earlyStopping ? { ...EARLY_STOPPING_DEFAULTS, ...(given.earlyStopping as object) } : null,
+    augmentation: given.augmentation ? { ...AUGMENTATION_DEFAULTS, ...(given.augmentation as object) } : null,
+    classWeights: (given.classWeights ?? null) as Hyperparameters['classWeights'],
+    unfreeze: (given.unfreeze ?? null) as Unfreeze | null,
+    stages: (given.stages ?? null) as Stage[] | null,
+  };
   return {
     datasetId: input.datasetId,
-    baseModel: input.baseModel,
+    baseModel: input.baseModel as BaseModelRef,
     strategy: input.strategy ?? 'feature_extraction',
-    hyperparameters: { ...DEFAULT_HYPERPARAMETERS, ...(input.hyperparameters ?? {}) },
+    hyperparameters,
+    compareWithScratch: input.compareWithScratch ?? false,
   };
+}
+
+/**
+ * Cross-field rules a schema cannot express. Returns the reasons a spec is impossible (empty
+ * when it is fine); the API answers 400 with them.
+ */
+export function specProblems(spec: JobSpec): string[] {
+  const hp = spec.hyperparameters;
+  const problems: string[] = [];
+  const trainsBase = ['fine_tune', 'progressive_unfreezing'].includes(spec.strategy);
+  if (hp.unfreeze && !['fine_tune'].includes(spec.strategy)) {
+    problems.push(`hyperparameters.unfreeze applies to strategy fine_tune only (got ${spec.strategy})`);
+  }
+  if (hp.stages && spec.strategy !== 'progressive_unfreezing') {
+    problems.push(`hyperparameters.stages applies to strategy progressive_unfreezing only (got ${spec.strategy})`);
+  }
+  if (hp.nesterov && hp.optimizer !== 'sgd') problems.push('hyperparameters.nesterov needs optimizer sgd');
+  if (hp.weightDecay > 0 && hp.optimizer !== 'adamw') {
+    problems.push('hyperparameters.weightDecay is decoupled decay for optimizer adamw; use l2 with other optimizers');
+  }
+  if (hp.warmupEpochs >= hp.epochs && spec.strategy !== 'progressive_unfreezing') {
+    problems.push(`hyperparameters.warmupEpochs (${hp.warmupEpochs}) must be less than epochs (${hp.epochs})`);
+  }
+  if (hp.earlyStopping?.monitor.startsWith('val_') && hp.validationSplit === 0) {
+    problems.push(`earlyStopping.monitor ${hp.earlyStopping.monitor} needs a validation set; validationSplit is 0`);
+  }
+  if (spec.strategy === 'prototype') {
+    const trainingOnly: (keyof Hyperparameters)[] = ['augmentation', 'classWeights', 'earlyStopping'];
+    for (const key of trainingOnly) {
+      if (hp[key] !== null) problems.push(`hyperparameters.${key} has no meaning for strategy prototype (no training loop)`);
+    }
+    if (hp.head.hiddenUnits.length > 0) problems.push('strategy prototype has no trained head: hyperparameters.head.hiddenUnits must be empty');
+  }
+  if (spec.compareWithScratch && spec.strategy === 'scratch') {
+    problems.push('compareWithScratch compares a transfer strategy with scratch; the strategy is already scratch');
+  }
+  if (!trainsBase && hp.baseLearningRateMultiplier !== DEFAULT_HYPERPARAMETERS.baseLearningRateMultiplier && spec.strategy !== 'full') {
+    problems.push(`hyperparameters.baseLearningRateMultiplier applies to fine_tune, progressive_unfreezing and full (got ${spec.strategy})`);
+  }
+  return problems;
+}
+
+/** Total epochs a spec trains for (progressive unfreezing: the sum of its stages). */
+export function totalEpochs(spec: JobSpec): number {
+  if (spec.strategy === 'prototype') return 1;
+  if (spec.strategy === 'progressive_unfreezing' && spec.hyperparameters.stages) {
+    return spec.hyperparameters.stages.reduce((sum, s) => sum + s.epochs, 0);
+  }
+  return spec.hyperparameters.epochs;
 }

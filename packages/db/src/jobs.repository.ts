@@ -13,6 +13,7 @@ export interface EpochMetricInput {
   valAcc: number | null;
   learningRate: number;
   durationMs: number;
+  stage: number | null;
 }
 
 export type CancelOutcome = 'canceled' | 'cancel_requested';
@@ -94,6 +95,10 @@ export class JobsRepository {
 
   async recordSkippedImages(id: string, skippedImages: number): Promise<void> {
     await this.db.job.update({ where: { id }, data: { skippedImages } });
+  }
+
+  async recordTrainingFacts(id: string, facts: { embeddingCacheHit: boolean | null; stoppedEarly: boolean }): Promise<void> {
+    await this.db.job.update({ where: { id }, data: facts });
   }
 
   /** Upsert: a retried job re-runs epochs and overwrites what the failed attempt wrote. */

@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { MlBackendChoice } from '@finetune/core';
+import { registerWasmGradientKernels } from './wasm-gradients.ts';
 
 export { tf };
 
@@ -92,6 +93,8 @@ async function tryBackend(name: BackendName): Promise<void> {
       const dist = path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist') + path.sep;
       wasm.setWasmPaths(dist);
       await setBackendOrThrow('wasm', name);
+      // wasm lacks the conv gradient kernels that training conv layers needs (see wasm-gradients.ts).
+      registerWasmGradientKernels();
       return;
     }
     case 'cpu':

@@ -43,3 +43,18 @@ export async function decodeImage(buf: Buffer, size: number, opts: DecodeOptions
   for (let i = 0; i < data.length; i++) out[i] = data[i]! / 255;
   return out;
 }
+
+/** As decodeImage, but the raw RGB bytes (0..255): a quarter of the memory, for training sets. */
+export async function decodeImageBytes(buf: Buffer, size: number, opts: DecodeOptions = {}): Promise<Uint8Array> {
+  const { data, info } = await sharp(buf, { limitInputPixels: opts.maxPixels ?? DEFAULT_MAX_PIXELS, failOn: 'error', pages: 1 })
+    .rotate()
+    .removeAlpha()
+    .toColourspace('srgb')
+    .resize(size, size, { fit: 'cover' })
+    .raw({ depth: 'uchar' })
+    .toBuffer({ resolveWithObject: true });
+  if (info.channels !== 3 || info.width !== size || info.height !== size || data.length !== size * size * 3) {
+    throw new Error(`unexpected decoded layout ${info.width}x${info.height}x${info.channels} (${data.length} bytes)`);
+  }
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}

@@ -1,6 +1,6 @@
 export { initBackend, activeBackend, tf, type BackendName } from './backend.ts';
 export { loadBaseModel, loadModelFromUrl, buildSmallCnn, type BaseModel } from './zoo.ts';
-export { decodeImage, isImagePath, IMAGE_EXTENSIONS, DEFAULT_MAX_PIXELS, type DecodeOptions } from './images.ts';
+export { decodeImage, decodeImageBytes, isImagePath, IMAGE_EXTENSIONS, DEFAULT_MAX_PIXELS, type DecodeOptions } from './images.ts';
 export {
   indexDatasetZip,
   readZipEntries,
@@ -22,5 +22,7 @@ export {
   type LabelledFeatures,
 } from './train-head.ts';
 export { composeModel, serializeModel, loadModelFromFiles, serializeHead, loadHead, type SerializedModel } from './export.ts';
-export { predictImages, type Prediction } from './predict.ts';
+export { predictImages, predictProbabilities, type Prediction } from './predict.ts';
+export { evaluateClassifier, type Evaluation, type ClassReport, type ConfidentError } from './evaluation.ts';
 export { stratifiedSplit } from './split.ts';
+export * from './training/index.ts';

@@ -50,3 +50,38 @@ export async function predictImages(
   }
   return results;
 }
+
+/**
+ * Class probabilities (N × C, row-major) for RGB uint8 images, in batches: what the
+ * evaluation report is computed from.
+ */
+export async function predictProbabilities(
+  model: tf.LayersModel,
+  images: Uint8Array[],
+  inputSize: number,
+  batchSize = 16,
+): Promise<Float32Array> {
+  const pixels = inputSize * inputSize * 3;
+  const chunks: Float32Array[] = [];
+  for (let start = 0; start < images.length; start += batchSize) {
+    const count = Math.min(batchSize, images.length - start);
+    const batch = new Uint8Array(count * pixels);
+    for (let j = 0; j < count; j++) batch.set(images[start + j]!, j * pixels);
+    const probs = tf.tidy(
+      () => model.predict(tf.tensor4d(batch, [count, inputSize, inputSize, 3], 'int32').toFloat().div(255)) as tf.Tensor,
+    );
+    try {
+      chunks.push((await probs.data()) as Float32Array);
+    } finally {
+      probs.dispose();
+    }
+    await new Promise((resolve) => setImmediate(resolve)); // let IPC and timers through
+  }
+  const out = new Float32Array(chunks.reduce((n, c) => n + c.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}

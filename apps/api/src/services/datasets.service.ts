@@ -116,6 +116,10 @@ export async function deleteDataset(deps: AppDeps, id: string): Promise<void> {
   const dataset = await deps.datasets.beginDelete(id);
   if (!dataset) throw new NotFoundError('dataset', id);
   await deps.store.deletePrefix(keys.datasetPrefix(id));
+  // Cached embeddings live under cache/embeddings/<base>/<datasetId>/ for every base used.
+  const cached = await deps.store.list('cache/embeddings/');
+  const prefixes = new Set(cached.map((o) => o.key).filter((k) => k.includes(`/${id}/`)).map((k) => k.slice(0, k.indexOf(`/${id}/`) + id.length + 2)));
+  for (const prefix of prefixes) await deps.store.deletePrefix(prefix);
   await deps.datasets.finishDelete(id);
 }
 

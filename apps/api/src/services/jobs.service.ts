@@ -1,22 +1,62 @@
 import { randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
-import { DomainError, findBaseModel, NotFoundError, withDefaults, type JobSpec, type JobSpecInput } from '@finetune/core';
+import {
+  DomainError,
+  findBaseModel,
+  NotFoundError,
+  specProblems,
+  totalEpochs,
+  withDefaults,
+  type BaseModelRef,
+  type JobSpec,
+  type JobSpecInput,
+  type Strategy,
+} from '@finetune/core';
 import type { EpochMetric, Job, JobWithModel } from '@finetune/db';
 import type { AppDeps } from '../deps.ts';
 
-/** Base models whose weights are random: feature extraction on them would learn nothing. */
-const NEEDS_PRETRAINED = new Set(['feature_extraction']);
+/** Strategies that start from learned weights: pointless on a randomly initialised base. */
+const NEEDS_PRETRAINED = new Set<Strategy>(['feature_extraction', 'fine_tune', 'progressive_unfreezing', 'full', 'prototype']);
 
-function checkSpec(spec: JobSpec): void {
-  const base = findBaseModel(spec.baseModel);
-  if (!base) throw new DomainError('unknown_base_model', `base model "${spec.baseModel}" is not in the zoo (GET /v1/base-models)`, 422);
-  if (!base.available) throw new DomainError('base_model_unavailable', `base model "${spec.baseModel}" is not available on this deployment`, 422);
-  if (NEEDS_PRETRAINED.has(spec.strategy) && base.source.startsWith('built-in')) {
-    throw new DomainError(
-      'strategy_not_supported',
-      `"${spec.baseModel}" has no pretrained weights, so strategy "${spec.strategy}" would train a head on random features`,
-      422,
-    );
+/** The base a spec names, as the job row records it: a zoo id or `model:<id>`. */
+export function baseModelLabel(ref: BaseModelRef): string {
+  return typeof ref === 'string' ? ref : `model:${ref.modelId}`;
+}
+
+/**
+ * Checks what the schema cannot: cross-field rules (400), and rules that depend on stored
+ * state — the base model, the dataset's classes and validation data (422).
+ */
+async function checkSpec(deps: AppDeps, spec: JobSpec): Promise<void> {
+  const problems = specProblems(spec);
+  if (problems.length > 0) throw new DomainError('invalid_spec', problems.join('; '), 400);
+
+  if (typeof spec.baseModel === 'string') {
+    const base = findBaseModel(spec.baseModel);
+    if (!base) throw new DomainError('unknown_base_model', `base model "${spec.baseModel}" is not in the zoo (GET /v1/base-models)`, 422);
+    if (!base.available) throw new DomainError('base_model_unavailable', `base model "${spec.baseModel}" is not available on this deployment`, 422);
+    if (NEEDS_PRETRAINED.has(spec.strategy) && !base.pretrained) {
+      throw new DomainError(
+        'strategy_not_supported',
+        `"${spec.baseModel}" has no pretrained weights, so strategy "${spec.strategy}" has nothing to transfer; use strategy "scratch"`,
+        422,
+      );
+    }
+  } else if (!(await deps.models.get(spec.baseModel.modelId))) {
+    throw new DomainError('unknown_model', `model ${spec.baseModel.modelId} (baseModel.modelId) does not exist`, 422);
+  }
+
+  const dataset = await deps.datasets.get(spec.datasetId);
+  if (!dataset || dataset.status !== 'ready') throw new DomainError('unknown_dataset', `dataset ${spec.datasetId} does not exist`, 422);
+  const { classWeights, earlyStopping, validationSplit } = spec.hyperparameters;
+  if (classWeights && classWeights !== 'balanced') {
+    const unknown = Object.keys(classWeights).filter((label) => !dataset.classes.includes(label));
+    if (unknown.length > 0) {
+      throw new DomainError('invalid_class_weights', `classWeights names classes the dataset lacks: ${unknown.join(', ')}`, 422);
+    }
+  }
+  if (earlyStopping?.monitor.startsWith('val_') && dataset.layout !== 'split' && validationSplit === 0) {
+    throw new DomainError('no_validation_data', `earlyStopping.monitor ${earlyStopping.monitor} needs validation data`, 422);
   }
 }
 
@@ -41,15 +81,15 @@ export async function createJob(deps: AppDeps, input: JobSpecInput, idempotencyK
       return { job: earlier, replayed: true };
     }
   }
-  checkSpec(spec);
+  await checkSpec(deps, spec);
 
   const job = await deps.jobs.create({
     id: randomUUID(),
     datasetId: spec.datasetId,
-    baseModel: spec.baseModel,
+    baseModel: baseModelLabel(spec.baseModel),
     strategy: spec.strategy,
     spec: spec as object,
-    epochs: spec.hyperparameters.epochs,
+    epochs: totalEpochs(spec),
     idempotencyKey: idempotencyKey ?? null,
   });
   try {
@@ -83,6 +123,7 @@ export function presentMetric(m: EpochMetric) {
     valAccuracy: m.valAcc,
     learningRate: m.learningRate,
     durationMs: m.durationMs,
+    stage: m.stage,
   };
 }
 
@@ -110,6 +151,8 @@ export function presentJob(job: JobWithModel, metrics: EpochMetric[]) {
     backend: job.backend,
     modelId: job.model?.id ?? null,
     skippedImages: job.skippedImages,
+    embeddingCache: job.embeddingCacheHit === null ? null : job.embeddingCacheHit ? 'reused' : 'computed',
+    stoppedEarly: job.stoppedEarly,
     attempts: job.attempts,
     cancelRequested: job.cancelRequested,
     error: job.errorCode ? { code: job.errorCode, message: job.errorMessage ?? '' } : null,

@@ -21,10 +21,17 @@ export function presentModel(model: Model) {
     id: model.id,
     jobId: model.jobId,
     baseModel: model.baseModel,
+    strategy: model.strategy,
     labels: model.labels,
     inputSize: model.inputSize,
     input: { shape: [null, model.inputSize, model.inputSize, 3], scale: '[0, 1] (pixel / 255), RGB' },
     metrics: model.metrics,
+    evaluation: model.evaluation,
+    // compareWithScratch: accuracy minus the scratch baseline's, on the same validation split.
+    // Negative means the pretrained start did worse than random initialisation.
+    scratchAccuracy: model.scratchAccuracy,
+    transferGain: model.transferGain,
+    negativeTransfer: model.transferGain === null ? null : model.transferGain < 0,
     files: MODEL_FILES,
     createdAt: model.createdAt.toISOString(),
   };

@@ -2,7 +2,7 @@
 // (which leaves a process unusable) can only ever take one job attempt down with it.
 
 export interface TrainingProgress {
-  phase: 'preparing' | 'embedding' | 'training' | 'exporting';
+  phase: 'preparing' | 'training' | 'evaluating' | 'comparing' | 'exporting';
   epoch: number;
   epochs: number;
   percent: number;

@@ -1,24 +1,25 @@
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DomainError, findBaseModel, type Config, type JobSpec } from '@finetune/core';
+import { DomainError, totalEpochs, type Config, type JobSpec, type Strategy } from '@finetune/core';
 import type { Db, JobsRepository } from '@finetune/db';
 import {
-  composeModel,
-  computeEmbeddings,
-  decodeImage,
-  indexDatasetZip,
-  loadBaseModel,
-  readZipEntries,
+  evaluateClassifier,
+  predictProbabilities,
   serializeModel,
-  stratifiedSplit,
   tf,
-  trainHead,
-  type EpochResult,
+  trainClassifier,
+  type EpochEvent,
+  type Evaluation,
+  type TrainClassifierResult,
 } from '@finetune/ml';
 import { keys, type ObjectStore } from '@finetune/storage';
+import { FeatureCache } from './feature-cache.ts';
 import type { TrainingOutcome, TrainingProgress } from './messages.ts';
+import { prepareData, type PreparedData, type SplitImages } from './prepare-data.ts';
+import { resolveBase } from './resolve-base.ts';
 
 export interface TrainingContext {
   config: Config;
@@ -31,15 +32,14 @@ export interface TrainingContext {
   log: (message: string, fields?: Record<string, unknown>) => void;
 }
 
-/** Images decoded at a time before they are embedded: bounds memory on large datasets. */
-const EMBED_CHUNK = 64;
-const EMBED_BATCH = 16;
 const CANCEL_POLL_MS = 1_000;
+const require = createRequire(import.meta.url);
 
 /**
- * Feature extraction: the frozen base embeds every image once (not once per epoch), a softmax
- * head trains on the embeddings, and each epoch writes its metrics and a head checkpoint. The
- * model kept is the best epoch's head on top of the base, exported as one tfjs layers model.
+ * One attempt of a training job: decode the dataset at the base's input size, train with the
+ * spec's strategy (every epoch writes metrics to Postgres and a checkpoint to S3), evaluate the
+ * best epoch's model on the validation split, optionally train the scratch baseline on the
+ * same split, and export the model (base + head as one tfjs layers model) with its report.
  */
 export async function runTrainingJob(jobId: string, ctx: TrainingContext): Promise<TrainingOutcome> {
   const job = await ctx.jobs.get(jobId);
@@ -47,12 +47,12 @@ export async function runTrainingJob(jobId: string, ctx: TrainingContext): Promi
   if (!(await ctx.jobs.markRunning(jobId, ctx.backend, ctx.attempt))) {
     return { status: 'skipped', reason: `job is ${job.status}${job.cancelRequested ? ' (cancel requested)' : ''}` };
   }
+  const startedAt = Date.now();
   const spec = job.spec as unknown as JobSpec;
   const hp = spec.hyperparameters;
-  const info = findBaseModel(spec.baseModel);
-  if (!info) throw new DomainError('unknown_base_model', `base model "${spec.baseModel}" is not in the zoo`, 422);
+  const epochs = totalEpochs(spec);
   const dataset = job.datasetId ? await ctx.db.dataset.findUnique({ where: { id: job.datasetId } }) : null;
-  if (!dataset || dataset.status !== 'ready') throw new DomainError('dataset_deleted', 'the job\'s dataset no longer exists', 422);
+  if (!dataset || dataset.status !== 'ready') throw new DomainError('dataset_deleted', "the job's dataset no longer exists", 422);
 
   let canceled = false;
   const poll = setInterval(() => {
@@ -62,177 +62,189 @@ export async function runTrainingJob(jobId: string, ctx: TrainingContext): Promi
     );
   }, CANCEL_POLL_MS);
   const report = (phase: TrainingProgress['phase'], epoch: number, percent: number) =>
-    ctx.report({ phase, epoch, epochs: hp.epochs, percent: Math.round(percent) });
+    ctx.report({ phase, epoch, epochs, percent: Math.round(percent) });
 
   const workDir = await mkdtemp(join(tmpdir(), `finetune-job-${jobId}-`));
+  const base = await resolveBase(ctx.store, ctx.db, spec.baseModel);
   try {
     report('preparing', 0, 0);
-    const zipPath = join(workDir, 'source.zip');
-    await ctx.store.downloadToFile(dataset.storageKey, zipPath);
-    const { limits } = ctx.config;
-    const zipLimits = {
-      maxEntries: limits.datasetEntries,
-      maxUncompressedBytes: limits.datasetUncompressedBytes,
-      maxEntryBytes: limits.imageBytes,
-    };
-    const index = await indexDatasetZip(zipPath, zipLimits);
-    const labels = index.classes;
-    const labelIndex = new Map(labels.map((label, i) => [label, i]));
-    const splitOf = chooseSplit(index.entries, labelIndex, hp.validationSplit, hp.seed);
-
-    // Decode and embed in chunks as the zip streams by; only embeddings are kept.
-    const base = await loadBaseModel(spec.baseModel);
-    const tensorsBeforeTraining = tf.memory().numTensors; // the cached base's weights excluded
-    const embedded = { train: [] as Float32Array[], val: [] as Float32Array[] };
-    const targets = { train: [] as number[], val: [] as number[] };
-    let pending: { pixels: Float32Array; split: 'train' | 'val'; label: number }[] = [];
-    let skipped = 0;
-    let done = 0;
-    const total = index.entries.length;
-    const flush = async () => {
-      if (pending.length === 0) return;
-      const batch = pending;
-      pending = [];
-      const vectors = await computeEmbeddings(base, batch.map((p) => p.pixels), EMBED_BATCH);
-      batch.forEach((item, i) => {
-        embedded[item.split].push(vectors.subarray(i * info.embeddingSize, (i + 1) * info.embeddingSize));
-        targets[item.split].push(item.label);
-      });
-      done += batch.length;
-      report('embedding', 0, (40 * done) / total);
-    };
-    const entryByPath = new Map(index.entries.map((e) => [e.path, e]));
-    await readZipEntries(zipPath, new Set(entryByPath.keys()), zipLimits, async (path, data) => {
-      if (canceled) return;
-      const entry = entryByPath.get(path)!;
-      try {
-        const pixels = await decodeImage(data, info.inputSize, { maxPixels: limits.imagePixels });
-        pending.push({ pixels, split: splitOf.get(path) ?? 'train', label: labelIndex.get(entry.label)! });
-      } catch {
-        skipped += 1; // corrupt or unsupported image: counted on the job, not fatal
-        done += 1;
-      }
-      if (pending.length >= EMBED_CHUNK) await flush();
-    });
-    await flush();
-    await ctx.jobs.recordSkippedImages(jobId, skipped);
+    const inputSize = base.base.info.inputSize;
+    const data = await prepareData(ctx.store, ctx.config, dataset.storageKey, workDir, inputSize, hp, () => canceled);
+    await ctx.jobs.recordSkippedImages(jobId, data.skipped);
     if (canceled) return await finishCanceled(ctx, jobId);
 
-    const missing = labels.filter((_, i) => !targets.train.includes(i));
-    if (missing.length > 0) {
-      throw new DomainError('empty_class', `no decodable training image for class(es): ${missing.join(', ')}`, 422);
-    }
+    const cache = new FeatureCache(ctx.store, base.cacheName, dataset.id, {
+      sha256: dataset.sha256,
+      inputSize,
+      resize: 'cover',
+      decoder: 'sharp-rgb8',
+    });
+    const train = (strategy: Strategy, onEpochEnd?: (e: EpochEvent) => Promise<void>) =>
+      trainClassifier({
+        strategy,
+        base: base.base,
+        inputSize,
+        train: { images: data.train.images, labels: data.train.targets },
+        val: data.val && { images: data.val.images, labels: data.val.targets },
+        labels: data.labels,
+        hyperparameters: hp,
+        frozenFeatures: ({ cut, split }, compute) =>
+          cache.getOrCompute(cut, split, (split === 'val' ? data.val?.ids : data.train.ids) ?? [], compute),
+        onEpochEnd,
+        shouldStop: () => canceled,
+      });
 
-    const stack = (rows: Float32Array[]) => {
-      const out = new Float32Array(rows.length * info.embeddingSize);
-      rows.forEach((row, i) => out.set(row, i * info.embeddingSize));
-      return out;
-    };
-    const result = await trainHead({
-      train: { x: stack(embedded.train), y: Int32Array.from(targets.train) },
-      val: targets.val.length > 0 ? { x: stack(embedded.val), y: Int32Array.from(targets.val) } : null,
-      dim: info.embeddingSize,
-      numClasses: labels.length,
-      hyperparameters: hp,
-      shouldStop: () => canceled,
-      onEpochEnd: async (epoch: EpochResult) => {
-        const files = await serializeModel(epoch.head);
-        const headKey = keys.checkpoint(jobId, epoch.epoch, 'head.json');
-        await ctx.store.putBuffer(headKey, files.modelJson, 'application/json');
-        await ctx.store.putBuffer(keys.checkpoint(jobId, epoch.epoch, 'weights.bin'), files.weights, 'application/octet-stream');
-        await ctx.jobs.recordEpoch(
-          jobId,
-          {
-            epoch: epoch.epoch,
-            trainLoss: epoch.trainLoss,
-            trainAcc: epoch.trainAcc,
-            valLoss: epoch.valLoss,
-            valAcc: epoch.valAcc,
-            learningRate: epoch.learningRate,
-            durationMs: Math.round(epoch.durationMs),
-          },
-          headKey,
-        );
-        report('training', epoch.epoch, 40 + (55 * epoch.epoch) / hp.epochs);
-      },
+    report('training', 0, 5);
+    const result = await train(spec.strategy, async (epoch) => {
+      const checkpoint = await epoch.checkpoint();
+      const modelKey = keys.checkpoint(jobId, epoch.epoch, 'model.json');
+      await ctx.store.putBuffer(modelKey, checkpoint.modelJson, 'application/json');
+      await ctx.store.putBuffer(keys.checkpoint(jobId, epoch.epoch, 'weights.bin'), checkpoint.weights, 'application/octet-stream');
+      await ctx.jobs.recordEpoch(
+        jobId,
+        {
+          epoch: epoch.epoch,
+          stage: epoch.stage ?? null,
+          trainLoss: epoch.trainLoss,
+          trainAcc: epoch.trainAcc,
+          valLoss: epoch.valLoss,
+          valAcc: epoch.valAcc,
+          learningRate: epoch.learningRate,
+          durationMs: Math.round(epoch.durationMs),
+        },
+        modelKey,
+      );
+      report('training', epoch.epoch, 5 + (80 * epoch.epoch) / epochs);
+    });
+    await ctx.jobs.recordTrainingFacts(jobId, {
+      embeddingCacheHit: cache.hits + cache.misses === 0 ? null : cache.misses === 0,
+      stoppedEarly: result.stoppedEarly,
     });
     if (canceled) {
-      result.head.dispose();
+      result.model.dispose();
       return await finishCanceled(ctx, jobId);
     }
 
+    report('evaluating', result.epochsRun, 85);
+    const evaluation = await evaluate(result.model, data.val ?? data.train, data.labels, inputSize, hp.topK);
+    let scratch: { accuracy: number; evaluation: Evaluation } | null = null;
+    if (spec.compareWithScratch) {
+      report('comparing', result.epochsRun, 88);
+      const baseline = await train('scratch');
+      try {
+        if (canceled) {
+          result.model.dispose();
+          return await finishCanceled(ctx, jobId);
+        }
+        const baselineEvaluation = await evaluate(baseline.model, data.val ?? data.train, data.labels, inputSize, hp.topK);
+        scratch = { accuracy: baselineEvaluation.accuracy, evaluation: baselineEvaluation };
+      } finally {
+        baseline.model.dispose();
+      }
+    }
+
     report('exporting', result.epochsRun, 95);
-    const modelId = randomUUID();
-    const full = composeModel(base.model, result.head);
-    const files = await serializeModel(full, { metadata: { labels } });
-    // composeModel copies layers (weights shared by reference count): disposing the composed
-    // model and the head leaves the cached base intact.
-    full.dispose();
-    result.head.dispose();
-    const metrics = await ctx.jobs.metrics(jobId);
-    const best = metrics.find((m) => m.epoch === result.bestEpoch) ?? null;
-    const metadata = {
-      format: 'tfjs-layers-model',
-      modelId,
-      jobId,
-      baseModel: spec.baseModel,
-      strategy: spec.strategy,
-      labels,
-      input: { shape: [null, info.inputSize, info.inputSize, 3], scale: '[0, 1] (pixel / 255), RGB', resize: 'cover' },
-      bestEpoch: result.bestEpoch,
-      epochsRun: result.epochsRun,
-      metrics: best && {
-        trainLoss: best.trainLoss,
-        trainAccuracy: best.trainAcc,
-        valLoss: best.valLoss,
-        valAccuracy: best.valAcc,
-      },
-      dataset: {
-        id: dataset.id,
-        sha256: dataset.sha256,
-        trainImages: targets.train.length,
-        valImages: targets.val.length,
-        skippedImages: skipped,
-      },
-      hyperparameters: hp,
-      backend: ctx.backend,
-      versions: { tfjs: tf.version.tfjs, node: process.versions.node },
-      createdAt: new Date().toISOString(),
-    };
-    await ctx.store.putBuffer(keys.modelFile(modelId, 'model.json'), files.modelJson, 'application/json');
-    await ctx.store.putBuffer(keys.modelFile(modelId, 'weights.bin'), files.weights, 'application/octet-stream');
-    await ctx.store.putBuffer(keys.modelFile(modelId, 'labels.json'), Buffer.from(JSON.stringify(labels)), 'application/json');
-    await ctx.store.putBuffer(keys.modelFile(modelId, 'metadata.json'), Buffer.from(JSON.stringify(metadata, null, 2)), 'application/json');
-    await ctx.jobs.succeed(jobId, {
-      id: modelId,
-      baseModel: spec.baseModel,
-      labels,
-      inputSize: info.inputSize,
-      storagePrefix: keys.modelPrefix(modelId),
-      metrics: { bestEpoch: result.bestEpoch, ...metadata.metrics, dataset: metadata.dataset, backend: ctx.backend },
-    });
-    ctx.log('training finished', { modelId, bestEpoch: result.bestEpoch, tensorsLeaked: tf.memory().numTensors - tensorsBeforeTraining });
+    const modelId = await exportModel(ctx, { jobId, spec, base, data, result, evaluation, scratch, startedAt, datasetSha: dataset.sha256, cacheHit: cache.hits > 0 && cache.misses === 0 });
+    ctx.log('training finished', { modelId, bestEpoch: result.bestEpoch, accuracy: evaluation.accuracy, transferGain: scratch && evaluation.accuracy - scratch.accuracy });
     return { status: 'succeeded', modelId };
   } finally {
     clearInterval(poll);
+    base.dispose();
     await rm(workDir, { recursive: true, force: true });
   }
 }
 
-/**
- * Train/validation split. A dataset with its own val/ folder keeps it; otherwise each class is
- * split on its own (stratified, seeded), so a run is reproducible and every class trains.
- */
-function chooseSplit(
-  entries: { path: string; label: string; split: 'train' | 'val' }[],
-  labelIndex: Map<string, number>,
-  validationSplit: number,
-  seed: number,
-): Map<string, 'train' | 'val'> {
-  if (entries.some((e) => e.split === 'val')) return new Map(entries.map((e) => [e.path, e.split]));
-  const { val } = stratifiedSplit(entries.map((e) => labelIndex.get(e.label)!), validationSplit, seed);
-  const valSet = new Set(val);
-  return new Map(entries.map((e, i) => [e.path, valSet.has(i) ? 'val' : 'train']));
+async function evaluate(model: tf.LayersModel, split: SplitImages, labels: string[], inputSize: number, topK: number) {
+  const probabilities = await predictProbabilities(model, split.images, inputSize);
+  return evaluateClassifier({ probabilities, targets: split.targets, labels, ids: split.ids, topK });
+}
+
+interface ExportInput {
+  jobId: string;
+  spec: JobSpec;
+  base: Awaited<ReturnType<typeof resolveBase>>;
+  data: PreparedData;
+  result: TrainClassifierResult;
+  evaluation: Evaluation;
+  scratch: { accuracy: number; evaluation: Evaluation } | null;
+  startedAt: number;
+  datasetSha: string;
+  cacheHit: boolean;
+}
+
+/** Writes model.json, weights.bin, labels.json and metadata.json, then the model row. */
+async function exportModel(ctx: TrainingContext, input: ExportInput): Promise<string> {
+  const { jobId, spec, base, data, result, evaluation, scratch } = input;
+  const modelId = randomUUID();
+  const labels = data.labels;
+  const inputSize = base.base.info.inputSize;
+  const files = await serializeModel(result.model, { metadata: { labels } });
+  result.model.dispose();
+  const best = result.history.find((h) => h.epoch === result.bestEpoch) ?? null;
+  const transferGain = scratch ? evaluation.accuracy - scratch.accuracy : null;
+  const metadata = {
+    format: 'tfjs-layers-model',
+    modelId,
+    jobId,
+    baseModel: base.label,
+    strategy: spec.strategy,
+    labels,
+    input: { shape: [null, inputSize, inputSize, 3], scale: '[0, 1] (pixel / 255), RGB', resize: 'cover' },
+    bestEpoch: result.bestEpoch,
+    epochsRun: result.epochsRun,
+    stoppedEarly: result.stoppedEarly,
+    trainableLayers: result.trainableLayers,
+    metrics: best && { trainLoss: best.trainLoss, trainAccuracy: best.trainAcc, valLoss: best.valLoss, valAccuracy: best.valAcc },
+    evaluation,
+    transfer: scratch && { scratchAccuracy: scratch.accuracy, transferGain, negativeTransfer: transferGain! < 0 },
+    reproducibility: {
+      seed: spec.hyperparameters.seed,
+      hyperparameters: spec.hyperparameters,
+      dataset: {
+        id: spec.datasetId,
+        sha256: input.datasetSha,
+        trainImages: data.train.images.length,
+        valImages: data.val?.images.length ?? 0,
+        skippedImages: data.skipped,
+      },
+      backend: ctx.backend,
+      versions: { tfjs: tf.version.tfjs, sharp: packageVersion('sharp'), node: process.versions.node },
+      trainingTimeMs: Date.now() - input.startedAt,
+      embeddingCacheReused: input.cacheHit,
+    },
+    history: result.history,
+    createdAt: new Date().toISOString(),
+  };
+  await ctx.store.putBuffer(keys.modelFile(modelId, 'model.json'), files.modelJson, 'application/json');
+  await ctx.store.putBuffer(keys.modelFile(modelId, 'weights.bin'), files.weights, 'application/octet-stream');
+  await ctx.store.putBuffer(keys.modelFile(modelId, 'labels.json'), Buffer.from(JSON.stringify(labels)), 'application/json');
+  await ctx.store.putBuffer(keys.modelFile(modelId, 'metadata.json'), Buffer.from(JSON.stringify(metadata, null, 2)), 'application/json');
+  await ctx.jobs.succeed(jobId, {
+    id: modelId,
+    baseModel: base.label,
+    strategy: spec.strategy,
+    labels,
+    inputSize,
+    storagePrefix: keys.modelPrefix(modelId),
+    metrics: {
+      bestEpoch: result.bestEpoch,
+      ...metadata.metrics,
+      trainableLayers: result.trainableLayers,
+      reproducibility: metadata.reproducibility,
+    } as object,
+    evaluation: evaluation as object,
+    scratchAccuracy: scratch?.accuracy ?? null,
+    transferGain,
+  });
+  return modelId;
+}
+
+function packageVersion(name: string): string | null {
+  try {
+    return (require(`${name}/package.json`) as { version: string }).version;
+  } catch {
+    return null;
+  }
 }
 
 async function finishCanceled(ctx: TrainingContext, jobId: string): Promise<TrainingOutcome> {

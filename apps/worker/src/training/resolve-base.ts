@@ -1,0 +1,44 @@
+import type { BaseModelRef } from '@finetune/core';
+import { DomainError } from '@finetune/core';
+import type { Db } from '@finetune/db';
+import { baseFromTrainedModel, loadBaseModel, loadModelFromFiles, type BaseModel } from '@finetune/ml';
+import { keys, type ObjectStore } from '@finetune/storage';
+
+export interface ResolvedBase {
+  base: BaseModel;
+  /** As recorded on models: the zoo id, or `model:<id>`. */
+  label: string;
+  /** Embedding-cache namespace (a key segment: no slash). */
+  cacheName: string;
+  /** Frees what this job loaded; zoo bases stay cached in the process. */
+  dispose: () => void;
+}
+
+/**
+ * The base a job starts from: a zoo model, or a model an earlier job trained with its head cut
+ * off (pretrain on a data-rich task, transfer to the scarce one).
+ */
+export async function resolveBase(store: ObjectStore, db: Db, ref: BaseModelRef): Promise<ResolvedBase> {
+  if (typeof ref === 'string') {
+    return { base: await loadBaseModel(ref), label: ref, cacheName: ref, dispose: () => undefined };
+  }
+  const row = await db.model.findUnique({ where: { id: ref.modelId } });
+  if (!row) throw new DomainError('unknown_model', `model ${ref.modelId} (baseModel.modelId) does not exist`, 422);
+  const trained = await loadModelFromFiles(
+    await store.getBuffer(keys.modelFile(row.id, 'model.json')),
+    await store.getBuffer(keys.modelFile(row.id, 'weights.bin')),
+  );
+  const base = baseFromTrainedModel(trained, {
+    id: `model:${row.id}`,
+    source: `model ${row.id} (trained by job ${row.jobId} on ${row.baseModel})`,
+  });
+  return {
+    base,
+    label: `model:${row.id}`,
+    cacheName: `model-${row.id}`,
+    dispose: () => {
+      base.model.dispose();
+      trained.dispose();
+    },
+  };
+}

@@ -1,0 +1,31 @@
+export {
+  trainClassifier,
+  planStages,
+  MAX_FEATURE_CACHE_BYTES,
+  type TrainClassifierOptions,
+  type TrainClassifierResult,
+  type EpochReport,
+  type EpochEvent,
+  type CheckpointData,
+  type LabelledImages,
+} from './train-classifier.ts';
+export { learningRateForEpoch, defaultStageEpochs } from './schedule.ts';
+export { makeOptimizer, setLearningRate, applyDecoupledWeightDecay, disposeOptimizer } from './optimizers.ts';
+export { augmentBatch, augmentationTransform, augmentationEnabled, type Augmentation } from './augment.ts';
+export { buildClassifierHead, headLogits, classificationLoss, classWeightVector, l2Penalty, LOGITS_LAYER, SOFTMAX_LAYER } from './head.ts';
+export { buildPrototypeHead, classPrototypes, PROTOTYPE_SCALE } from './prototype.ts';
+export {
+  HEAD_PREFIX,
+  layerGraph,
+  cutTensorAt,
+  validCuts,
+  resolveUnfreeze,
+  frozenCut,
+  inputCut,
+  rebuild,
+  applyCopies,
+  cloneLayer,
+  baseFromTrainedModel,
+  type LayerGraph,
+  type Cut,
+} from './surgery.ts';
