@@ -121,11 +121,16 @@ async function tfStep(backend: string, top: string, batch: number, steps: number
   const r = await runProcess(process.execPath, args, timeoutMs);
   if (r.timedOut) return 'timeout';
   const line = r.out.split('\n').find((l) => l.startsWith('RESULT '));
+  if (line) console.log(`${backend} top ${top}: ${line.slice(7)}`); // raw figures, as they arrive
   return line ? (JSON.parse(line.slice(7)) as StepResult) : 'failed';
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const fmt = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+function median(xs: number[]): number {
+  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+}
+function fmt(ms: number): string {
+  return `${(ms / 1000).toFixed(2)} s`;
+}
 
 async function runParent(): Promise<void> {
   const batch = Number(flag('batch', '8'));

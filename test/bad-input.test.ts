@@ -105,6 +105,21 @@ describe('job specs', () => {
     ['an unknown dataset', () => ({ datasetId: randomUUID(), baseModel: 'mobilenet_v2' }), 422, 'unknown_dataset'],
     ['an unknown base model', () => ({ datasetId, baseModel: 'resnet_9000' }), 422, 'unknown_base_model'],
     ['feature extraction on a random-init base', () => ({ datasetId, baseModel: 'small_cnn' }), 422, 'strategy_not_supported'],
+    ['fine_tune on a random-init base', () => ({ datasetId, baseModel: 'small_cnn', strategy: 'fine_tune' }), 422, 'strategy_not_supported'],
+    ['an unknown trained model as base', () => ({ datasetId, baseModel: { modelId: randomUUID() } }), 422, 'unknown_model'],
+    ['unfreeze with feature_extraction', hyper({ unfreeze: { topLayers: 5 } }), 400, 'invalid_spec'],
+    ['stages with fine_tune', () => ({ datasetId, baseModel: 'mobilenet_v2', strategy: 'fine_tune', hyperparameters: { stages: [{ unfreeze: { topLayers: 5 }, epochs: 1 }] } }), 400, 'invalid_spec'],
+    ['nesterov with adam', hyper({ optimizer: 'adam', nesterov: true }), 400, 'invalid_spec'],
+    ['weight decay without adamw', hyper({ optimizer: 'sgd', weightDecay: 0.01 }), 400, 'invalid_spec'],
+    ['warm-up as long as training', hyper({ epochs: 3, warmupEpochs: 3 }), 400, 'invalid_spec'],
+    ['val_loss early stopping with no validation split', hyper({ validationSplit: 0, earlyStopping: { monitor: 'val_loss' } }), 400, 'invalid_spec'],
+    ['augmentation for prototypes', () => ({ datasetId, baseModel: 'mobilenet_v2', strategy: 'prototype', hyperparameters: { augmentation: { flipHorizontal: true } } }), 400, 'invalid_spec'],
+    ['compareWithScratch on scratch', () => ({ datasetId, baseModel: 'small_cnn', strategy: 'scratch', compareWithScratch: true }), 400, 'invalid_spec'],
+    ['an unknown lr schedule', hyper({ lrSchedule: { type: 'sawtooth' } }), 400, 'validation_error'],
+    ['a step schedule without stepSize', hyper({ lrSchedule: { type: 'step', gamma: 0.1 } }), 400, 'validation_error'],
+    ['class weights for a class the dataset lacks', hyper({ classWeights: { a: 1, zebra: 2 } }), 422, 'invalid_class_weights'],
+    ['negative class weights', hyper({ classWeights: { a: -1 } }), 400, 'validation_error'],
+    ['dropout of 1', hyper({ head: { dropout: 1 } }), 400, 'validation_error'],
   ];
   for (const [name, body, status, code] of cases) {
     it(`rejects ${name} with ${status} ${code} and creates no job`, async () => {
