@@ -176,9 +176,10 @@ async function runParent(): Promise<void> {
   console.log(`\nMobileNetV2 224, batch ${batch}, SGD, one step (median of ${steps}; cpu: one step)`);
   if (torchInfo) console.log(`PyTorch: ${torchInfo}`);
   const header = ['trainable', 'wasm', 'cpu', 'PyTorch CPU', 'wasm / PyTorch', '≤ 10×'];
+  for (const r of rows) r[0] = r[0] === 'all' ? 'all layers' : `top ${r[0]}`;
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
   console.log(line(header));
   console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
-  for (const r of rows) console.log(line(r.map((c, i) => (i === 0 ? (c === 'all' ? 'all layers' : `top ${c}`) : c))));
+  for (const r of rows) console.log(line(r));
 }
