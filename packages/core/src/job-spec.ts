@@ -171,8 +171,29 @@ export interface Hyperparameters {
   topK: number;
 }
 
-export type HyperparametersInput = Static<typeof HyperparametersSchema>;
 export type JobSpecInput = Static<typeof JobSpecSchema>;
+
+/** Hyperparameters as a caller may give them: any subset, nested objects partial too. */
+export type HyperparametersInput = Partial<
+  Omit<Hyperparameters, 'head' | 'earlyStopping' | 'augmentation' | 'lrSchedule' | 'classWeights' | 'unfreeze' | 'stages'>
+> & {
+  head?: Partial<Hyperparameters['head']>;
+  earlyStopping?: Partial<NonNullable<Hyperparameters['earlyStopping']>>;
+  augmentation?: Partial<NonNullable<Hyperparameters['augmentation']>>;
+  lrSchedule?: LrSchedule;
+  classWeights?: NonNullable<Hyperparameters['classWeights']>;
+  unfreeze?: Unfreeze;
+  stages?: Stage[];
+};
+
+/** A job spec as a caller may write it (the API's validated body, a benchmark, a test). */
+export interface JobSpecDraft {
+  datasetId: string;
+  baseModel: BaseModelRef;
+  strategy?: Strategy;
+  hyperparameters?: HyperparametersInput;
+  compareWithScratch?: boolean;
+}
 
 /** What the worker runs: every default filled in. */
 export interface JobSpec {
@@ -207,28 +228,28 @@ export const DEFAULT_HYPERPARAMETERS: Hyperparameters = {
   topK: 3,
 };
 
-const EARLY_STOPPING_DEFAULTS = { monitor: 'val_loss', patience: 3, minDelta: 0 } as const;
+const EARLY_STOPPING_DEFAULTS = { monitor: 'val_loss' as Monitor, patience: 3, minDelta: 0 };
 const AUGMENTATION_DEFAULTS = { flipHorizontal: false, rotationDegrees: 0, zoom: 0, brightness: 0, randomCrop: 0 };
 
-export function withDefaults(input: JobSpecInput): JobSpec {
-  const given = (input.hyperparameters ?? {}) as Partial<HyperparametersInput>;
+export function withDefaults(input: JobSpecDraft): JobSpec {
+  const given: HyperparametersInput = input.hyperparameters ?? {};
   const d = DEFAULT_HYPERPARAMETERS;
   const hyperparameters: Hyperparameters = {
     ...d,
-    ...(given as Partial<Hyperparameters>),
-    head: { ...d.head, ...(given.head ?? {}) } as Hyperparameters['head'],
-    lrSchedule: (given.lrSchedule ?? d.lrSchedule) as LrSchedule,
+    ...given,
+    head: { ...d.head, ...given.head },
+    lrSchedule: given.lrSchedule ?? d.lrSchedule,
     // Nested defaults again here (the API's validator fills them already) so that callers
     // outside the API — benchmarks, tests — get the same complete spec.
-    earlyStopping: given.earlyStopping ? { ...EARLY_STOPPING_DEFAULTS, ...(given.earlyStopping as object) } : null,
-    augmentation: given.augmentation ? { ...AUGMENTATION_DEFAULTS, ...(given.augmentation as object) } : null,
-    classWeights: (given.classWeights ?? null) as Hyperparameters['classWeights'],
-    unfreeze: (given.unfreeze ?? null) as Unfreeze | null,
-    stages: (given.stages ?? null) as Stage[] | null,
+    earlyStopping: given.earlyStopping ? { ...EARLY_STOPPING_DEFAULTS, ...given.earlyStopping } : null,
+    augmentation: given.augmentation ? { ...AUGMENTATION_DEFAULTS, ...given.augmentation } : null,
+    classWeights: given.classWeights ?? null,
+    unfreeze: given.unfreeze ?? null,
+    stages: given.stages ?? null,
   };
   return {
     datasetId: input.datasetId,
-    baseModel: input.baseModel as BaseModelRef,
+    baseModel: input.baseModel,
     strategy: input.strategy ?? 'feature_extraction',
     hyperparameters,
     compareWithScratch: input.compareWithScratch ?? false,

@@ -1,50 +1,6 @@
-// One deployable model (image → class probabilities) from the frozen base and the trained head,
-// and its serialization as the standard tfjs layers format (model.json + one weights.bin) that
-// tf.loadLayersModel reads in a browser or in Node.
+// Serialization of a model as the standard tfjs layers format (model.json + one weights.bin)
+// that tf.loadLayersModel reads in a browser or in Node.
 import { tf } from './backend.ts';
-
-type LayerClass = { fromConfig(cls: unknown, config: unknown, customObjects?: unknown, fastWeightInit?: boolean): unknown };
-
-/**
- * Composes base and head into one functional model: image → class probabilities. The head's
- * layers are re-applied to the base's output (the head is not nested as a sub-model), so the
- * topology holds only stock Keras layers and loads with tf.loadLayersModel anywhere.
- *
- * Ownership: the result is built from *copies* of both models' layers (made from their configs,
- * with weights assigned from the originals; tfjs shares the weight buffers by reference count,
- * so no weight memory is duplicated). Disposing the result therefore never breaks the cached
- * base or the caller's head, and disposing those never breaks the result. Dispose all three
- * independently. (Sharing the layers instead would let `composed.dispose()` free the cached
- * base's weights: tfjs counts layer references per symbolic call, not per model.)
- */
-export function composeModel(base: tf.LayersModel, head: tf.LayersModel): tf.LayersModel {
-  if (base.outputs.length !== 1 || base.inputs.length !== 1) throw new Error('composeModel: base must have one input and one output');
-  const baseOut = base.outputs[0]!.shape;
-  const headIn = head.inputs[0]!.shape;
-  if (baseOut[baseOut.length - 1] !== headIn[headIn.length - 1]) {
-    throw new Error(`composeModel: base emits ${baseOut[baseOut.length - 1]} features, head expects ${headIn[headIn.length - 1]}`);
-  }
-  const headLayers = head.layers.filter((l) => l.getClassName() !== 'InputLayer');
-  for (const layer of headLayers) {
-    if (layer.inboundNodes.some((n) => n.inboundLayers.length > 1)) {
-      throw new Error(`composeModel: head layer ${layer.name} has several inputs; only a linear stack of layers is supported`);
-    }
-  }
-
-  const cls = base.constructor as unknown as LayerClass;
-  // fastWeightInit: build with zeros instead of random init; the weights are assigned next.
-  const baseCopy = cls.fromConfig(cls, base.getConfig(), {}, true) as tf.LayersModel;
-  for (const layer of baseCopy.layers) layer.setWeights(base.getLayer(layer.name).getWeights());
-
-  let x = baseCopy.outputs[0]!;
-  for (const layer of headLayers) {
-    const layerCls = layer.constructor as unknown as LayerClass;
-    const copy = layerCls.fromConfig(layerCls, layer.getConfig()) as tf.layers.Layer;
-    x = copy.apply(x) as tf.SymbolicTensor;
-    copy.setWeights(layer.getWeights());
-  }
-  return tf.model({ inputs: baseCopy.inputs, outputs: x, name: 'classifier' });
-}
 
 export interface SerializedModel {
   /** model.json: topology + weightsManifest with paths ['weights.bin']. */
@@ -107,5 +63,3 @@ export async function loadModelFromFiles(modelJson: Buffer, weights: Buffer): Pr
   return model;
 }
 
-export const serializeHead = serializeModel;
-export const loadHead = loadModelFromFiles;

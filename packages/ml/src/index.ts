@@ -12,16 +12,8 @@ export {
   type DatasetSummary,
 } from './dataset-zip.ts';
 export { computeEmbeddings } from './embed.ts';
-export {
-  buildHead,
-  trainHead,
-  mulberry32,
-  type TrainHeadOptions,
-  type TrainHeadResult,
-  type EpochResult,
-  type LabelledFeatures,
-} from './train-head.ts';
-export { composeModel, serializeModel, loadModelFromFiles, serializeHead, loadHead, type SerializedModel } from './export.ts';
+export { mulberry32 } from './random.ts';
+export { serializeModel, loadModelFromFiles, type SerializedModel } from './export.ts';
 export { predictImages, predictProbabilities, type Prediction } from './predict.ts';
 export { evaluateClassifier, type Evaluation, type ClassReport, type ConfidentError } from './evaluation.ts';
 export { stratifiedSplit } from './split.ts';

@@ -1,4 +1,4 @@
-import { mulberry32 } from './train-head.ts';
+import { mulberry32 } from './random.ts';
 
 /**
  * Deterministic stratified train/val split for flat datasets (which arrive without a val set):

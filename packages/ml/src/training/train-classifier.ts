@@ -15,7 +15,7 @@
 // the input (everything trains; scratch from seeded random weights); prototype: no loop.
 import { DomainError, type Hyperparameters, type Strategy, type Unfreeze } from '@finetune/core';
 import { tf } from '../backend.ts';
-import { mulberry32 } from '../train-head.ts';
+import { mulberry32 } from '../random.ts';
 import { serializeModel, type SerializedModel } from '../export.ts';
 import type { BaseModel } from '../zoo.ts';
 import { augmentationEnabled, augmentBatch } from './augment.ts';

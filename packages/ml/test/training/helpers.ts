@@ -1,7 +1,7 @@
 // Small bases and synthetic data for the training-engine tests (fast on the cpu backend).
 import { DEFAULT_HYPERPARAMETERS, type Hyperparameters } from '@finetune/core';
 import { tf } from '../../src/backend.ts';
-import { mulberry32 } from '../../src/train-head.ts';
+import { mulberry32 } from '../../src/random.ts';
 import type { BaseModel } from '../../src/zoo.ts';
 
 /**

@@ -4,7 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
 import { loadModelFromFiles, serializeModel } from '../../src/export.ts';
 import { loadBaseModel } from '../../src/zoo.ts';
-import { mulberry32 } from '../../src/train-head.ts';
+import { mulberry32 } from '../../src/random.ts';
 import {
   buildPrototypeHead,
   classPrototypes,

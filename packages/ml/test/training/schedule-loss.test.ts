@@ -14,7 +14,7 @@ import {
   setLearningRate,
 } from '../../src/training/index.ts';
 import { hp } from './helpers.ts';
-import { mulberry32 } from '../../src/train-head.ts';
+import { mulberry32 } from '../../src/random.ts';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
