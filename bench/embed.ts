@@ -1,6 +1,6 @@
 // Measures base-model load time and embedding throughput on the chosen backend.
-//   node --import tsx packages/ml/bench/embed.ts [mobilenet_v2|inception_v3|small_cnn] [batch] [n] [backend]
-import { initBackend, loadBaseModel, computeEmbeddings } from '../src/index.ts';
+//   node --import tsx bench/embed.ts [mobilenet_v2|inception_v3|small_cnn] [batch] [n] [backend]
+import { initBackend, loadBaseModel, computeEmbeddings } from '../packages/ml/src/index.ts';
 
 const [id = 'mobilenet_v2', batch = '16', count = '64', backend = 'wasm'] = process.argv.slice(2);
 console.log('backend', await initBackend(backend as 'wasm'));
