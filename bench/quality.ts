@@ -64,8 +64,8 @@ function part2Hyperparameters(strategy: Strategy, n: number): HyperparametersInp
   const small = n <= 10;
   const common = { batchSize: 8, optimizer: 'adam' as const, learningRate: 0.001, seed: 42 };
   switch (strategy) {
-    case 'feature_extraction':
-      return { ...common, epochs: quick ? 3 : 15 };
+    case 'feature_extraction': // a linear head on cached features: epochs are nearly free
+      return { ...common, learningRate: 0.01, epochs: quick ? 3 : 30 };
     case 'fine_tune': // default unfreeze: the top ~10% of layers, moved to a block boundary
       return { ...common, epochs: quick ? 1 : small ? 10 : 3 };
     case 'progressive_unfreezing': // default stages: head → top ~10% → top ~35%
@@ -737,7 +737,8 @@ async function parent(): Promise<void> {
   process.stdout.write(md + '\n');
   const outDir = path.join(here, 'results');
   mkdirSync(outDir, { recursive: true });
-  const file = path.join(outDir, quick ? 'quality-quick.md' : 'quality.md');
+  const onlyPart = argv.includes('--part') ? `-part${argv[argv.indexOf('--part') + 1]}` : '';
+  const file = path.join(outDir, `quality${quick ? '-quick' : ''}${onlyPart}.md`);
   writeFileSync(file, md + '\n');
   process.stderr.write(`wrote ${path.relative(process.cwd(), file)}; total ${secs(totalMs)}\n`);
 }

@@ -128,6 +128,11 @@ describe('prototypes and the embedding cache', () => {
     // It serves like any other model.
     const res = await request(t.app.server).post(`/v1/models/${proto.modelId}/predict`).attach('file', await digitPng(1, 700), 'one.png').expect(200);
     expect(['0', '1', '7']).toContain(res.body.predictions[0].label);
+
+    // Deleting the dataset removes its cached embeddings too.
+    expect((await t.deps.store.list(`cache/embeddings/mobilenet_v2/${datasetId}/`)).length).toBeGreaterThan(0);
+    await request(t.app.server).delete(`/v1/datasets/${datasetId}`).expect(204);
+    expect(await t.deps.store.list(`cache/embeddings/mobilenet_v2/${datasetId}/`)).toEqual([]);
   });
 });
 
