@@ -162,7 +162,7 @@ describe('lookups and predict', () => {
 
     // A model row is enough here: input is rejected before the model's files are read.
     const dataset = await t.deps.db.dataset.create({
-      data: { id: randomUUID(), name: 'p', storageKey: 'x', sizeBytes: 1n, sha256: 'x', layout: 'flat', classes: ['a', 'b'], counts: {} },
+      data: { id: randomUUID(), name: 'p', storageKey: 'x', sizeBytes: 1n, sha256: 'x', layout: 'flat', classes: ['a', 'b'], counts: { train: { a: 1, b: 1 }, val: {}, skipped: 0, ignored: 0, skippedFiles: [] } },
     });
     const job = await t.deps.db.job.create({
       data: { id: randomUUID(), datasetId: dataset.id, baseModel: 'mobilenet_v2', strategy: 'feature_extraction', spec: {}, epochs: 1, status: 'succeeded' },
