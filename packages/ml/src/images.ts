@@ -19,11 +19,12 @@ export interface DecodeOptions {
 }
 
 /**
- * Decodes any supported image to size × size × 3 RGB floats in [0, 1] (row-major HWC), after
- * applying EXIF orientation, dropping alpha, converting to sRGB and centre-cropping to a square
- * (`fit: cover`). Throws on anything sharp cannot fully decode.
+ * Decodes any supported image to size × size × 3 RGB bytes (row-major HWC), after applying EXIF
+ * orientation, dropping alpha, converting to sRGB and centre-cropping to a square (`fit: cover`).
+ * Throws on anything sharp cannot fully decode. Bytes are a quarter of the memory of floats:
+ * what training sets are held as.
  */
-export async function decodeImage(buf: Buffer, size: number, opts: DecodeOptions = {}): Promise<Float32Array> {
+export async function decodeImageBytes(buf: Buffer, size: number, opts: DecodeOptions = {}): Promise<Uint8Array> {
   const { data, info } = await sharp(buf, {
     limitInputPixels: opts.maxPixels ?? DEFAULT_MAX_PIXELS,
     failOn: 'error',
@@ -39,22 +40,13 @@ export async function decodeImage(buf: Buffer, size: number, opts: DecodeOptions
   if (info.channels !== 3 || info.width !== size || info.height !== size || data.length !== size * size * 3) {
     throw new Error(`unexpected decoded layout ${info.width}x${info.height}x${info.channels} (${data.length} bytes)`);
   }
-  const out = new Float32Array(data.length);
-  for (let i = 0; i < data.length; i++) out[i] = data[i]! / 255;
-  return out;
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
-/** As decodeImage, but the raw RGB bytes (0..255): a quarter of the memory, for training sets. */
-export async function decodeImageBytes(buf: Buffer, size: number, opts: DecodeOptions = {}): Promise<Uint8Array> {
-  const { data, info } = await sharp(buf, { limitInputPixels: opts.maxPixels ?? DEFAULT_MAX_PIXELS, failOn: 'error', pages: 1 })
-    .rotate()
-    .removeAlpha()
-    .toColourspace('srgb')
-    .resize(size, size, { fit: 'cover' })
-    .raw({ depth: 'uchar' })
-    .toBuffer({ resolveWithObject: true });
-  if (info.channels !== 3 || info.width !== size || info.height !== size || data.length !== size * size * 3) {
-    throw new Error(`unexpected decoded layout ${info.width}x${info.height}x${info.channels} (${data.length} bytes)`);
-  }
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+/** As decodeImageBytes, scaled to floats in [0, 1]: the input the exported models take. */
+export async function decodeImage(buf: Buffer, size: number, opts: DecodeOptions = {}): Promise<Float32Array> {
+  const bytes = await decodeImageBytes(buf, size, opts);
+  const out = new Float32Array(bytes.length);
+  for (let i = 0; i < bytes.length; i++) out[i] = bytes[i]! / 255;
+  return out;
 }
