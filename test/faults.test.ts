@@ -79,6 +79,7 @@ describe('faults', () => {
       expect(await offline.deps.db.job.count()).toBe(before);
       const ready = await request(offline.app.server).get('/readyz').expect(503);
       expect(ready.body.checks.redis.ok).toBe(false);
+      expect(ready.body.checks.redis.error).toContain('ECONNREFUSED');
       expect(ready.body.checks.database.ok).toBe(true);
     } finally {
       await offline.close();

@@ -43,6 +43,15 @@ export interface Config {
 
 type Env = Record<string, string | undefined>;
 
+/** The limits a dataset archive is read under, in the shape the zip reader takes. */
+export function datasetZipLimits(limits: Config['limits']) {
+  return {
+    maxEntries: limits.datasetEntries,
+    maxUncompressedBytes: limits.datasetUncompressedBytes,
+    maxEntryBytes: limits.imageBytes,
+  };
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const problems: string[] = [];
 

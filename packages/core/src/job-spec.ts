@@ -296,6 +296,11 @@ export function specProblems(spec: JobSpec): string[] {
   return problems;
 }
 
+/** The base a spec names, as jobs and models record it: a zoo id or `model:<id>`. */
+export function baseModelLabel(ref: BaseModelRef): string {
+  return typeof ref === 'string' ? ref : `model:${ref.modelId}`;
+}
+
 /** Total epochs a spec trains for (progressive unfreezing: the sum of its stages). */
 export function totalEpochs(spec: JobSpec): number {
   if (spec.strategy === 'prototype') return 1;

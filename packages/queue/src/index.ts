@@ -46,7 +46,7 @@ export class TrainingQueue {
     this.queue.on('error', remember);
   }
 
-  /** The most recent connection error, for diagnostics. */
+  /** The most recent connection error: readiness reports it. */
   lastError: Error | undefined;
 
   /**
@@ -101,7 +101,12 @@ export class TrainingQueue {
   }
 
   async ping(): Promise<void> {
-    await this.connection.ping();
+    try {
+      await this.connection.ping();
+    } catch (error) {
+      // "Stream isn't writeable" says little; the last connection error says why.
+      throw this.lastError ? new Error(`${(error as Error).message} (${this.lastError.message})`) : error;
+    }
   }
 
   async close(): Promise<void> {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { DomainError, NotFoundError } from '@finetune/core';
+import { datasetZipLimits, DomainError, NotFoundError } from '@finetune/core';
 import type { Dataset } from '@finetune/db';
 import { inspectDatasetZip } from '@finetune/ml';
 import { keys } from '@finetune/storage';
@@ -71,12 +71,7 @@ export async function stageArchive(
  */
 export async function createDataset(deps: AppDeps, staged: StagedArchive, name: string | undefined): Promise<Dataset> {
   const { limits } = deps.config;
-  const summary = await inspectDatasetZip(staged.zipPath, {
-    maxEntries: limits.datasetEntries,
-    maxUncompressedBytes: limits.datasetUncompressedBytes,
-    maxEntryBytes: limits.imageBytes,
-    maxPixels: limits.imagePixels,
-  });
+  const summary = await inspectDatasetZip(staged.zipPath, { ...datasetZipLimits(limits), maxPixels: limits.imagePixels });
 
   const id = randomUUID();
   const storageKey = keys.datasetSource(id);

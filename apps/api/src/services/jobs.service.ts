@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import {
+  baseModelLabel,
   DomainError,
   findBaseModel,
   NotFoundError,
   specProblems,
   totalEpochs,
   withDefaults,
-  type BaseModelRef,
   type JobSpec,
   type JobSpecInput,
   type Strategy,
@@ -17,11 +17,6 @@ import type { AppDeps } from '../deps.ts';
 
 /** Strategies that start from learned weights: pointless on a randomly initialised base. */
 const NEEDS_PRETRAINED = new Set<Strategy>(['feature_extraction', 'fine_tune', 'progressive_unfreezing', 'full', 'prototype']);
-
-/** The base a spec names, as the job row records it: a zoo id or `model:<id>`. */
-export function baseModelLabel(ref: BaseModelRef): string {
-  return typeof ref === 'string' ? ref : `model:${ref.modelId}`;
-}
 
 /**
  * Checks what the schema cannot: cross-field rules (400), and rules that depend on stored

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { DomainError, type Config, type Hyperparameters } from '@finetune/core';
+import { datasetZipLimits, DomainError, type Config, type Hyperparameters } from '@finetune/core';
 import { decodeImageBytes, indexDatasetZip, readZipEntries, stratifiedSplit } from '@finetune/ml';
 import type { ObjectStore } from '@finetune/storage';
 
@@ -34,11 +34,7 @@ export async function prepareData(
   const zipPath = join(workDir, 'source.zip');
   await store.downloadToFile(storageKey, zipPath);
   const { limits } = config;
-  const zipLimits = {
-    maxEntries: limits.datasetEntries,
-    maxUncompressedBytes: limits.datasetUncompressedBytes,
-    maxEntryBytes: limits.imageBytes,
-  };
+  const zipLimits = datasetZipLimits(limits);
   const index = await indexDatasetZip(zipPath, zipLimits);
   const bytesNeeded = index.entries.length * inputSize * inputSize * 3;
   if (bytesNeeded > limits.trainingImageBytes) {

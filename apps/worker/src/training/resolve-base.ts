@@ -1,5 +1,4 @@
-import type { BaseModelRef } from '@finetune/core';
-import { DomainError } from '@finetune/core';
+import { baseModelLabel, DomainError, type BaseModelRef } from '@finetune/core';
 import type { Db } from '@finetune/db';
 import { baseFromTrainedModel, loadBaseModel, loadModelFromFiles, type BaseModel } from '@finetune/ml';
 import { keys, type ObjectStore } from '@finetune/storage';
@@ -28,13 +27,14 @@ export async function resolveBase(store: ObjectStore, db: Db, ref: BaseModelRef)
     await store.getBuffer(keys.modelFile(row.id, 'model.json')),
     await store.getBuffer(keys.modelFile(row.id, 'weights.bin')),
   );
+  const label = baseModelLabel(ref);
   const base = baseFromTrainedModel(trained, {
-    id: `model:${row.id}`,
+    id: label,
     source: `model ${row.id} (trained by job ${row.jobId} on ${row.baseModel})`,
   });
   return {
     base,
-    label: `model:${row.id}`,
+    label,
     cacheName: `model-${row.id}`,
     dispose: () => {
       base.model.dispose();

@@ -54,6 +54,8 @@ export async function runTrainingJob(jobId: string, ctx: TrainingContext): Promi
   const dataset = job.datasetId ? await ctx.db.dataset.findUnique({ where: { id: job.datasetId } }) : null;
   if (!dataset || dataset.status !== 'ready') throw new DomainError('dataset_deleted', "the job's dataset no longer exists", 422);
 
+  // Loaded before the temp dir and the cancel poll exist, so a missing base leaves nothing behind.
+  const base = await resolveBase(ctx.store, ctx.db, spec.baseModel);
   let canceled = false;
   const poll = setInterval(() => {
     ctx.jobs.isCancelRequested(jobId).then(
@@ -65,7 +67,6 @@ export async function runTrainingJob(jobId: string, ctx: TrainingContext): Promi
     ctx.report({ phase, epoch, epochs, percent: Math.round(percent) });
 
   const workDir = await mkdtemp(join(tmpdir(), `finetune-job-${jobId}-`));
-  const base = await resolveBase(ctx.store, ctx.db, spec.baseModel);
   try {
     report('preparing', 0, 0);
     const inputSize = base.base.info.inputSize;
@@ -116,10 +117,8 @@ export async function runTrainingJob(jobId: string, ctx: TrainingContext): Promi
       );
       report('training', epoch.epoch, 5 + (80 * epoch.epoch) / epochs);
     });
-    await ctx.jobs.recordTrainingFacts(jobId, {
-      embeddingCacheHit: cache.hits + cache.misses === 0 ? null : cache.misses === 0,
-      stoppedEarly: result.stoppedEarly,
-    });
+    const embeddingCacheHit = cache.hits + cache.misses === 0 ? null : cache.misses === 0;
+    await ctx.jobs.recordTrainingFacts(jobId, { embeddingCacheHit, stoppedEarly: result.stoppedEarly });
     if (canceled) {
       result.model.dispose();
       return await finishCanceled(ctx, jobId);
@@ -144,7 +143,7 @@ export async function runTrainingJob(jobId: string, ctx: TrainingContext): Promi
     }
 
     report('exporting', result.epochsRun, 95);
-    const modelId = await exportModel(ctx, { jobId, spec, base, data, result, evaluation, scratch, startedAt, datasetSha: dataset.sha256, cacheHit: cache.hits > 0 && cache.misses === 0 });
+    const modelId = await exportModel(ctx, { jobId, spec, base, data, result, evaluation, scratch, startedAt, datasetSha: dataset.sha256, embeddingCacheHit });
     ctx.log('training finished', { modelId, bestEpoch: result.bestEpoch, accuracy: evaluation.accuracy, transferGain: scratch && evaluation.accuracy - scratch.accuracy });
     return { status: 'succeeded', modelId };
   } finally {
@@ -169,7 +168,7 @@ interface ExportInput {
   scratch: { accuracy: number; evaluation: Evaluation } | null;
   startedAt: number;
   datasetSha: string;
-  cacheHit: boolean;
+  embeddingCacheHit: boolean | null;
 }
 
 /** Writes model.json, weights.bin, labels.json and metadata.json, then the model row. */
@@ -210,7 +209,7 @@ async function exportModel(ctx: TrainingContext, input: ExportInput): Promise<st
       backend: ctx.backend,
       versions: { tfjs: tf.version.tfjs, sharp: packageVersion('sharp'), node: process.versions.node },
       trainingTimeMs: Date.now() - input.startedAt,
-      embeddingCacheReused: input.cacheHit,
+      embeddingCacheReused: input.embeddingCacheHit === true,
     },
     history: result.history,
     createdAt: new Date().toISOString(),
