@@ -12,7 +12,7 @@ export {
   type DatasetSummary,
 } from './dataset-zip.ts';
 export { computeEmbeddings } from './embed.ts';
-export { mulberry32 } from './random.ts';
+export { mulberry32, type Random } from './random.ts';
 export { serializeModel, loadModelFromFiles, type SerializedModel } from './export.ts';
 export { predictImages, predictProbabilities, type Prediction } from './predict.ts';
 export { evaluateClassifier, type Evaluation, type ClassReport, type ConfidentError } from './evaluation.ts';

@@ -1,0 +1,122 @@
+// The epoch runner: one pass of minibatch steps over the training set, and the validation pass.
+import type { Hyperparameters } from '@finetune/core';
+import { tf } from '../backend.ts';
+import { range, shuffled, yieldToEventLoop, type BatchInput } from './batches.ts';
+import { classificationLoss, headLogits, l2Penalty } from './head.ts';
+import { applyDecoupledWeightDecay, setLearningRate } from './optimizers.ts';
+import type { LabelledImages } from './types.ts';
+
+const EVAL_BATCH = 64;
+
+/** The trainable part of a stage: [top] + head, and the optimizers that update it. */
+export interface StageNet {
+  head: tf.LayersModel;
+  top: tf.LayersModel | null;
+  /** BatchNormalization in training mode (scratch only: nothing pretrained to preserve). */
+  topTraining: boolean;
+  headOpt: tf.Optimizer;
+  baseOpt: tf.Optimizer | null;
+  /** In the order the optimizers see them every step (their state is keyed by position). */
+  headVars: tf.Variable[];
+  baseVars: tf.Variable[];
+}
+
+export interface EpochOutcome {
+  /** False when shouldStop cut the epoch short: the caller discards it. */
+  complete: boolean;
+  /** shouldStop returned true during the epoch. */
+  stopped: boolean;
+  trainLoss: number;
+  trainAcc: number;
+}
+
+export async function trainEpoch(p: {
+  net: StageNet;
+  train: LabelledImages;
+  features: Float32Array | null;
+  input: BatchInput;
+  hp: Pick<Hyperparameters, 'optimizer' | 'weightDecay' | 'labelSmoothing' | 'l2'>;
+  learningRate: number;
+  baseLearningRate: number;
+  batchSize: number;
+  numClasses: number;
+  classWeights: Float32Array | null;
+  shuffle: () => number;
+  dropSeed: () => number;
+  shouldStop?: () => boolean | Promise<boolean>;
+}): Promise<EpochOutcome> {
+  const { net, hp } = p;
+  setLearningRate(net.headOpt, p.learningRate);
+  if (net.baseOpt) setLearningRate(net.baseOpt, p.baseLearningRate);
+  const allVars = [...net.headVars, ...net.baseVars];
+  const n = p.train.images.length;
+  const order = shuffled(n, p.shuffle);
+  let lossSum = 0;
+  let correct = 0;
+  let seen = 0;
+  let stopped = false;
+  for (let start = 0; start < n; start += p.batchSize) {
+    const idx = order.subarray(start, Math.min(n, start + p.batchSize));
+    const x = p.input(p.train, p.features, idx, true);
+    const labelArr = Int32Array.from(idx, (i) => p.train.labels[i]!);
+    const labels = tf.tensor1d(labelArr, 'int32');
+    const weights = p.classWeights ? tf.tensor1d(Float32Array.from(labelArr, (c) => p.classWeights![c]!)) : null;
+    let correctT: tf.Tensor | undefined;
+    const { value, grads } = tf.variableGrads(() => {
+      const emb = net.top ? (net.top.apply(x, { training: net.topTraining }) as tf.Tensor) : x;
+      const logits = headLogits(net.head, emb, true, p.dropSeed);
+      correctT = tf.keep(tf.sum(tf.equal(tf.argMax(logits, -1), labels)));
+      const loss = classificationLoss(logits, labels, { numClasses: p.numClasses, labelSmoothing: hp.labelSmoothing, sampleWeights: weights });
+      const penalty = l2Penalty(allVars, hp.l2);
+      return penalty ? tf.add(loss, penalty) : loss;
+    }, allVars);
+    try {
+      net.headOpt.applyGradients(net.headVars.map((v) => ({ name: v.name, tensor: grads[v.name]! })));
+      if (net.baseOpt) net.baseOpt.applyGradients(net.baseVars.map((v) => ({ name: v.name, tensor: grads[v.name]! })));
+      if (hp.optimizer === 'adamw') {
+        applyDecoupledWeightDecay(net.headVars, p.learningRate, hp.weightDecay);
+        applyDecoupledWeightDecay(net.baseVars, p.baseLearningRate, hp.weightDecay);
+      }
+      const [lv, cv] = await Promise.all([value.data(), correctT!.data()]);
+      lossSum += lv[0]! * idx.length;
+      correct += cv[0]!;
+      seen += idx.length;
+    } finally {
+      tf.dispose(grads);
+      tf.dispose([value, x, labels, correctT!]);
+      weights?.dispose();
+    }
+    if (p.shouldStop && (await p.shouldStop())) {
+      stopped = true;
+      // Stopping after the last batch still completes the epoch.
+      if (start + p.batchSize < n) return { complete: false, stopped, trainLoss: NaN, trainAcc: NaN };
+    }
+    await yieldToEventLoop();
+  }
+  return { complete: true, stopped, trainLoss: lossSum / seen, trainAcc: correct / seen };
+}
+
+/** Plain cross-entropy and accuracy on the validation set (inference mode everywhere). */
+export async function evaluate(p: { net: Pick<StageNet, 'head' | 'top'>; val: LabelledImages; features: Float32Array | null; input: BatchInput; numClasses: number }): Promise<{ loss: number; acc: number }> {
+  const { val, net } = p;
+  let lossSum = 0;
+  let correct = 0;
+  for (let start = 0; start < val.images.length; start += EVAL_BATCH) {
+    const idx = range(start, Math.min(val.images.length, start + EVAL_BATCH));
+    const [l, c] = tf.tidy(() => {
+      const x = p.input(val, p.features, idx, false);
+      const emb = net.top ? (net.top.apply(x, { training: false }) as tf.Tensor) : x;
+      const logits = headLogits(net.head, emb, false);
+      const labels = tf.tensor1d(val.labels.subarray(start, start + idx.length), 'int32');
+      const loss = tf.mul(classificationLoss(logits, labels, { numClasses: p.numClasses }), idx.length);
+      return [loss, tf.sum(tf.equal(tf.argMax(logits, -1), labels))];
+    });
+    const [lv, cv] = await Promise.all([l!.data(), c!.data()]);
+    l!.dispose();
+    c!.dispose();
+    lossSum += lv[0]!;
+    correct += cv[0]!;
+    await yieldToEventLoop();
+  }
+  return { loss: lossSum / val.images.length, acc: correct / val.images.length };
+}
