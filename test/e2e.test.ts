@@ -90,9 +90,24 @@ describe('end to end', () => {
       expect(row.learningRate).toBeCloseTo(0.001);
       expect(row.durationMs).toBeGreaterThanOrEqual(0);
     }
-    const checkpoints = await t.deps.store.list(`jobs/${job.id}/checkpoints/`);
-    expect(checkpoints.filter((o) => o.key.endsWith('model.json'))).toHaveLength(epochs);
     expect(job.metrics.best.valAccuracy).toBe(Math.max(...metrics.body.items.map((m: { valAccuracy: number }) => m.valAccuracy)));
+    expect(job.stopReason).toBe('completed');
+
+    // Retention (CHECKPOINTS_KEEP_LAST=1): the best epoch's checkpoint and the last one, each
+    // whole (model, weights, resumable state), and no other checkpoint objects in storage.
+    const checkpoints = await request(t.app.server).get(`/v1/jobs/${job.id}/checkpoints`).expect(200);
+    const kept: number[] = checkpoints.body.items.map((c: { epoch: number }) => c.epoch);
+    expect(kept).toContain(epochs);
+    expect(kept).toContain(job.metrics.best.epoch);
+    expect(kept.length).toBe(new Set([epochs, job.metrics.best.epoch]).size);
+    for (const c of checkpoints.body.items) {
+      expect(c.sizeBytes).toBeGreaterThan(0);
+      expect(c.elapsedMs).toBeGreaterThan(0);
+    }
+    const objects = await t.deps.store.list(`jobs/${job.id}/checkpoints/`);
+    expect(objects.map((o) => o.key.split('/').pop()).sort()).toEqual(
+      kept.flatMap(() => ['model.json', 'state.bin', 'weights.bin']).sort(),
+    );
 
     const model = await request(t.app.server).get(`/v1/models/${job.modelId}`).expect(200);
     expect(model.body).toMatchObject({ id: job.modelId, jobId: job.id, baseModel: 'mobilenet_v2', labels: ['0', '1', '2'], inputSize: 224 });
@@ -193,7 +208,9 @@ describe('end to end', () => {
     await request(t.app.server).post(`/v1/jobs/${running.body.id}/cancel`).expect(202);
     const stopped = await waitFor('cancellation', () => jobStatus(running.body.id, ['canceled', 'succeeded', 'failed']));
     expect(stopped.status).toBe('canceled');
-    expect(stopped.modelId).toBeNull();
+    // At least one epoch had completed: the best one is kept as the job's model.
+    expect(stopped.modelId).toEqual(expect.any(String));
+    expect(stopped.stopReason).toBe('canceled');
     expect(stopped.progress.epoch).toBeLessThan(500);
 
     const never = await request(t.app.server).get(`/v1/jobs/${queued.body.id}`).expect(200);

@@ -402,7 +402,9 @@ describe('round trip through the generated client (Prisma 7 + @prisma/adapter-pg
       await prisma.epochMetric.create({
         data: { jobId, epoch: 1, trainLoss: 0.5, trainAcc: 0.75, valLoss: null, valAcc: 0.8, learningRate: 1e-3, durationMs: 1234 },
       });
-      await prisma.checkpoint.create({ data: { jobId, epoch: 1, storageKey: `jobs/${jobId}/checkpoints/1/`, valAcc: 0.8 } });
+      await prisma.checkpoint.create({
+        data: { jobId, epoch: 1, storagePrefix: `jobs/${jobId}/checkpoints/1/`, sizeBytes: 6_000_000_000n, trainLoss: 0.5, trainAcc: 0.75, valLoss: null, valAcc: 0.8, elapsedMs: 1234 },
+      });
       await prisma.model.create({
         data: {
           id: modelId,
@@ -424,7 +426,8 @@ describe('round trip through the generated client (Prisma 7 + @prisma/adapter-pg
       expect(full.dataset?.classes).toEqual(['ants', 'bees']);
       expect(full.dataset?.counts).toEqual({ train: { ants: 3, bees: 2 }, val: { ants: 1, bees: 1 }, skipped: 0 });
       expect(full.metrics).toEqual([expect.objectContaining({ epoch: 1, trainAcc: 0.75, valLoss: null, durationMs: 1234 })]);
-      expect(full.checkpoints).toHaveLength(1);
+      expect(full.checkpoints).toEqual([expect.objectContaining({ epoch: 1, sizeBytes: 6_000_000_000n, valLoss: null, elapsedMs: 1234 })]);
+      expect(full.updatedAt.getTime()).toBeGreaterThanOrEqual(job.updatedAt.getTime());
       expect(full.model).toMatchObject({ id: modelId, labels: ['ants', 'bees'], metrics: { valAcc: 0.8 } });
       expect(full.status).toBe('succeeded');
 

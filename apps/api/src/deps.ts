@@ -22,7 +22,10 @@ export function createAppDeps(config: Config): AppDeps {
     config,
     db,
     store: new S3ObjectStore({ ...config.s3, endpoint: config.s3.endpoint }),
-    queue: new TrainingQueue(createProducerConnection(config.redisUrl), config.queuePrefix, config.jobAttempts),
+    queue: new TrainingQueue(createProducerConnection(config.redisUrl), config.queuePrefix, {
+      attempts: config.jobAttempts,
+      backoffMs: config.jobRetryBackoffMs,
+    }),
     datasets: new DatasetsRepository(db),
     jobs: new JobsRepository(db),
     models: new ModelsRepository(db),

@@ -1,4 +1,5 @@
 import { loadConfig } from '@finetune/core';
+import { leaseTimings, reconcile } from '@finetune/queue';
 import { buildApp, closeAppDeps, createAppDeps } from './app.ts';
 
 const config = loadConfig();
@@ -19,3 +20,10 @@ process.on('SIGTERM', () => void shutdown('SIGTERM'));
 process.on('SIGINT', () => void shutdown('SIGINT'));
 
 await app.listen({ port: config.port, host: config.host });
+
+// Jobs stranded while no worker watched (Redis came back empty, an enqueue was lost) are
+// re-enqueued now rather than at the next worker sweep.
+reconcile(deps.jobs, deps.queue, { graceMs: 5_000, staleAfterMs: leaseTimings(config.workerLockDurationMs).staleAfterMs }).then(
+  (report) => app.log.info(report, 'start-up reconciliation'),
+  (err: unknown) => app.log.warn({ err }, 'start-up reconciliation failed; the workers retry it periodically'),
+);

@@ -10,9 +10,14 @@ let closing = false;
 async function shutdown(signal: string) {
   if (closing) return;
   closing = true;
-  log.info({ signal }, 'shutting down');
-  await worker.close();
-  process.exit(0);
+  log.info({ signal }, 'shutting down: running jobs stop at a batch boundary and go back to the queue');
+  try {
+    await worker.close();
+    process.exit(0);
+  } catch (err) {
+    log.error({ err }, 'shutdown failed');
+    process.exit(1);
+  }
 }
 process.on('SIGTERM', () => void shutdown('SIGTERM'));
 process.on('SIGINT', () => void shutdown('SIGINT'));

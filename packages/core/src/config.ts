@@ -27,6 +27,18 @@ export interface Config {
   /** BullMQ lock duration; a worker that stops renewing for this long loses its job. */
   workerLockDurationMs: number;
   jobAttempts: number;
+  /** First retry delay of a failed attempt; doubles per attempt. */
+  jobRetryBackoffMs: number;
+  /** Default and ceiling of a job's maxRuntimeSeconds. */
+  maxJobRuntimeSeconds: number;
+  /** How many of a job's most recent checkpoints are kept, besides its best one. */
+  checkpointsKeepLast: number;
+  /** How often a worker compares Postgres with the queue and re-enqueues stranded jobs. */
+  reconcileIntervalMs: number;
+  /** How long a training run keeps retrying an unavailable S3 or Postgres before the attempt fails. */
+  dependencyRetryMs: number;
+  /** A graceful worker stop waits this long for runs to reach a batch boundary and hand over. */
+  workerShutdownGraceMs: number;
   limits: {
     uploadBytes: number;
     datasetUncompressedBytes: number;
@@ -106,6 +118,12 @@ export function loadConfig(env: Env = process.env): Config {
     workerConcurrency: int('WORKER_CONCURRENCY', 1, 1, 64),
     workerLockDurationMs: int('WORKER_LOCK_DURATION_MS', 60_000, 1_000, 3_600_000),
     jobAttempts: int('JOB_ATTEMPTS', 3, 1, 100),
+    jobRetryBackoffMs: int('JOB_RETRY_BACKOFF_MS', 5_000, 0, 3_600_000),
+    maxJobRuntimeSeconds: int('MAX_JOB_RUNTIME_SECONDS', 24 * 3600, 1, 30 * 24 * 3600),
+    checkpointsKeepLast: int('CHECKPOINTS_KEEP_LAST', 1, 1, 1000),
+    reconcileIntervalMs: int('RECONCILE_INTERVAL_MS', 30_000, 500, 3_600_000),
+    dependencyRetryMs: int('DEPENDENCY_RETRY_MS', 120_000, 0, 3_600_000),
+    workerShutdownGraceMs: int('WORKER_SHUTDOWN_GRACE_MS', 25_000, 0, 3_600_000),
     limits: {
       uploadBytes: int('MAX_UPLOAD_BYTES', 512 * 1024 * 1024, 1),
       datasetUncompressedBytes: int('MAX_DATASET_UNCOMPRESSED_BYTES', 2 * 1024 * 1024 * 1024, 1),

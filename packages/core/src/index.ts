@@ -3,3 +3,5 @@ export * from './base-models.ts';
 export * from './job-spec.ts';
 export * from './config.ts';
 export * from './job-status.ts';
+export * from './transient.ts';
+export * from './best-epoch.ts';

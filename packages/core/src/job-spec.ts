@@ -127,6 +127,9 @@ export const JobSpecSchema = Type.Object(
     hyperparameters: Type.Optional(HyperparametersSchema),
     /** Also train the `scratch` baseline on the same split and report the transfer gain. */
     compareWithScratch: Type.Optional(Type.Boolean({ default: false })),
+    /** Wall-clock training budget (SageMaker's MaxRuntimeInSeconds): training stops at a batch
+     * boundary once it is spent and the job keeps the best model so far. Capped by the server. */
+    maxRuntimeSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 30 * 24 * 3600 })),
   },
   { additionalProperties: false },
 );
@@ -193,6 +196,7 @@ export interface JobSpecDraft {
   strategy?: Strategy;
   hyperparameters?: HyperparametersInput;
   compareWithScratch?: boolean;
+  maxRuntimeSeconds?: number;
 }
 
 /** What the worker runs: every default filled in. */
@@ -202,6 +206,8 @@ export interface JobSpec {
   strategy: Strategy;
   hyperparameters: Hyperparameters;
   compareWithScratch: boolean;
+  /** Null: the server's default (MAX_JOB_RUNTIME_SECONDS) applies; the API fills it in. */
+  maxRuntimeSeconds: number | null;
 }
 
 export const DEFAULT_HYPERPARAMETERS: Hyperparameters = {
@@ -253,6 +259,7 @@ export function withDefaults(input: JobSpecDraft): JobSpec {
     strategy: input.strategy ?? 'feature_extraction',
     hyperparameters,
     compareWithScratch: input.compareWithScratch ?? false,
+    maxRuntimeSeconds: input.maxRuntimeSeconds ?? null,
   };
 }
 

@@ -1,4 +1,4 @@
-import { DomainError } from '@finetune/core';
+import { ACTIVE_STATUSES, DomainError } from '@finetune/core';
 import type { Db } from './client.ts';
 import type { Dataset, Prisma } from './generated/client.ts';
 import { pageArgs, toPage, type Page, type PageRequest } from './pagination.ts';
@@ -29,9 +29,9 @@ export class DatasetsRepository {
       const locked = await tx.$queryRaw<{ id: string }[]>`
         SELECT id FROM datasets WHERE id = ${id}::uuid FOR UPDATE`;
       if (locked.length === 0) return null;
-      const active = await tx.job.count({ where: { datasetId: id, status: { in: ['queued', 'running'] } } });
+      const active = await tx.job.count({ where: { datasetId: id, status: { in: [...ACTIVE_STATUSES] } } });
       if (active > 0) {
-        throw new DomainError('dataset_in_use', `dataset ${id} is used by ${active} queued or running job(s)`, 409);
+        throw new DomainError('dataset_in_use', `dataset ${id} is used by ${active} unfinished job(s)`, 409);
       }
       return tx.dataset.update({ where: { id }, data: { status: 'deleting' } });
     });

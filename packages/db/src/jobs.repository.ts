@@ -1,4 +1,10 @@
-import { DomainError } from '@finetune/core';
+import { randomUUID } from 'node:crypto';
+import {
+  DomainError,
+  transitionSources,
+  type JobStatusName,
+  type StopReason,
+} from '@finetune/core';
 import type { Db } from './client.ts';
 import type { Checkpoint, EpochMetric, Job, Model, Prisma } from './generated/client.ts';
 import { pageArgs, toPage, type Page, type PageRequest } from './pagination.ts';
@@ -16,25 +22,75 @@ export interface EpochMetricInput {
   stage: number | null;
 }
 
+export interface CheckpointInput {
+  storagePrefix: string;
+  sizeBytes: number;
+  elapsedMs: number;
+}
+
+export type ModelInput = Omit<Prisma.ModelUncheckedCreateInput, 'jobId'>;
+
+export interface JobError {
+  code: string;
+  message: string;
+}
+
+/** What a running attempt needs to know between batches. */
+export interface RunControl {
+  /** False once another run took the job over (or it left `running`): stop, write nothing. */
+  ownsJob: boolean;
+  cancelRequested: boolean;
+}
+
 export type CancelOutcome = 'canceled' | 'cancel_requested';
 
+/** Thrown by a run's writes once its lease is gone: another run owns the job now. */
+export class LeaseLostError extends Error {
+  constructor(jobId: string) {
+    super(`job ${jobId} is no longer owned by this run`);
+    this.name = 'LeaseLostError';
+  }
+}
+
+type Client = Db | Prisma.TransactionClient;
+
+interface TransitionGuard {
+  /** Only the run holding this lease may make the change. */
+  lease?: string;
+  /** Narrows the allowed sources further than the state machine does. */
+  from?: readonly JobStatusName[];
+  /** Only when the owner's heartbeat is older than this (or absent): its run is presumed dead. */
+  heartbeatBefore?: Date;
+  /** Only while no epoch has been trained. */
+  untrained?: boolean;
+}
+
+/**
+ * The one owner of job rows. Every status change goes through `transition`, a single guarded
+ * UPDATE … WHERE status IN (the sources the state machine allows) [AND lease_token = the
+ * caller's]; a change that lost a race simply matches no row and reports false.
+ */
 export class JobsRepository {
   constructor(private readonly db: Db) {}
 
-  /**
-   * Inserts a job for a dataset that must be `ready`. Locks the dataset row so a concurrent
-   * DELETE cannot remove the data between the check and the insert.
-   */
-  async create(data: Omit<Prisma.JobUncheckedCreateInput, 'datasetId'> & { datasetId: string }): Promise<Job> {
-    return this.db.$transaction(async (tx) => {
-      const rows = await tx.$queryRaw<{ status: string }[]>`
-        SELECT status::text AS status FROM datasets WHERE id = ${data.datasetId}::uuid FOR SHARE`;
-      if (rows[0]?.status !== 'ready') {
-        throw new DomainError('unknown_dataset', `dataset ${data.datasetId} does not exist`, 422);
-      }
-      return tx.job.create({ data });
-    });
+  private async transition(
+    client: Client,
+    id: string,
+    to: JobStatusName,
+    guard: TransitionGuard,
+    data: Prisma.JobUpdateManyMutationInput = {},
+  ): Promise<boolean> {
+    const sources = transitionSources(to).filter((s) => !guard.from || guard.from.includes(s));
+    const where: Prisma.JobWhereInput = { id, status: { in: [...sources] } };
+    if (guard.lease) where.leaseToken = guard.lease;
+    if (guard.heartbeatBefore) where.OR = [{ heartbeatAt: null }, { heartbeatAt: { lt: guard.heartbeatBefore } }];
+    if (guard.untrained) where.epoch = 0;
+    const result = await client.job.updateMany({ where, data: { ...data, status: to } });
+    return result.count === 1;
   }
+
+  // ------------------------------------------------------------------------------------------
+  // Reads
 
   findByIdempotencyKey(key: string): Promise<Job | null> {
     return this.db.job.findUnique({ where: { idempotencyKey: key } });
@@ -61,82 +117,253 @@ export class JobsRepository {
     return this.db.checkpoint.findMany({ where: { jobId }, orderBy: { epoch: 'asc' } });
   }
 
+  /** Jobs that still owe work and have not changed for a while: reconciliation's candidates. */
+  unfinished(updatedBefore: Date, limit = 500): Promise<Job[]> {
+    return this.db.job.findMany({
+      where: { status: { in: ['queued', 'running', 'retrying'] }, updatedAt: { lt: updatedBefore } },
+      orderBy: { updatedAt: 'asc' },
+      take: limit,
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // The API's part: create, cancel, delete.
+
   /**
-   * queued → canceled at once (the worker skips it); running → flagged, and the worker stops
-   * after its current batch. Finished jobs cannot be canceled.
+   * Inserts a queued job for a dataset that must be `ready`. Locks the dataset row so a
+   * concurrent DELETE cannot remove the data between the check and the insert. With an
+   * idempotency key already taken (two identical requests at the same moment), returns the
+   * job that took it, `created: false`.
+   */
+  async create(
+    data: Omit<Prisma.JobUncheckedCreateInput, 'datasetId' | 'status'> & { datasetId: string },
+  ): Promise<{ job: Job; created: boolean }> {
+    try {
+      const job = await this.db.$transaction(async (tx) => {
+        const rows = await tx.$queryRaw<{ status: string }[]>`
+          SELECT status::text AS status FROM datasets WHERE id = ${data.datasetId}::uuid FOR SHARE`;
+        if (rows[0]?.status !== 'ready') {
+          throw new DomainError('unknown_dataset', `dataset ${data.datasetId} does not exist`, 422);
+        }
+        return tx.job.create({ data: { ...data, status: 'queued' } });
+      });
+      return { job, created: true };
+    } catch (error) {
+      const key = data.idempotencyKey;
+      if (key && (error as { code?: string }).code === 'P2002') {
+        const winner = await this.findByIdempotencyKey(key);
+        if (winner) return { job: winner, created: false };
+      }
+      throw error;
+    }
+  }
+
+  /** Undoes `create` when the job could not be enqueued: only a job no worker has touched. */
+  async discardUnstarted(id: string): Promise<void> {
+    await this.db.job.deleteMany({ where: { id, status: 'queued', runs: 0 } });
+  }
+
+  /**
+   * A job with nothing trained yet (queued, or retrying before its first epoch) is canceled at
+   * once and never runs. A job with trained epochs — running, or waiting to resume — is flagged:
+   * its run stops after the current batch (a waiting one is resumed just for that) and ends
+   * `canceled` with the best epoch so far as a model.
    */
   async requestCancel(id: string): Promise<CancelOutcome | null> {
     const now = new Date();
-    const queued = await this.db.job.updateMany({
-      where: { id, status: 'queued' },
-      data: { status: 'canceled', cancelRequested: true, finishedAt: now },
+    const data = { cancelRequested: true, finishedAt: now, stopReason: 'canceled', leaseToken: null };
+    if (await this.transition(this.db, id, 'canceled', { from: ['queued', 'retrying'], untrained: true }, data)) return 'canceled';
+    // Not a status change: the run that owns (or will own) the job ends it.
+    const flagged = await this.db.job.updateMany({
+      where: { id, status: { in: ['queued', 'running', 'retrying'] } },
+      data: { cancelRequested: true },
     });
-    if (queued.count === 1) return 'canceled';
-    const running = await this.db.job.updateMany({ where: { id, status: 'running' }, data: { cancelRequested: true } });
-    if (running.count === 1) return 'cancel_requested';
+    if (flagged.count === 1) return 'cancel_requested';
     const job = await this.db.job.findUnique({ where: { id }, select: { status: true } });
     if (!job) return null;
     throw new DomainError('job_not_cancelable', `job ${id} is already ${job.status}`, 409);
   }
 
-  async isCancelRequested(id: string): Promise<boolean> {
-    const job = await this.db.job.findUnique({ where: { id }, select: { cancelRequested: true } });
-    return job?.cancelRequested ?? true;
+  /**
+   * Deletes a finished job's rows (metrics, checkpoints and model cascade). Returns what its
+   * objects were, or null when it does not exist; refuses a job that still owes work.
+   */
+  async deleteFinished(id: string): Promise<{ modelId: string | null } | null> {
+    return this.db.$transaction(async (tx) => {
+      const job = await tx.job.findUnique({ where: { id }, include: { model: { select: { id: true } } } });
+      if (!job) return null;
+      const removed = await tx.job.deleteMany({ where: { id, status: { in: ['succeeded', 'failed', 'canceled'] } } });
+      if (removed.count === 0) {
+        throw new DomainError('job_not_finished', `job ${id} is ${job.status}; cancel it first`, 409);
+      }
+      return { modelId: job.model?.id ?? null };
+    });
   }
 
-  /** Claims a job for a run (first attempt or a retry). False when it was canceled meanwhile. */
-  async markRunning(id: string, backend: string, attempt: number): Promise<boolean> {
+  // ------------------------------------------------------------------------------------------
+  // The worker's part: a run claims the job (getting a lease), renews it, writes under it, and
+  // ends it with exactly one transition.
+
+  /**
+   * queued | retrying | running → running with a fresh lease. `running` is a valid source
+   * because BullMQ redelivers a job whose worker died (its lock lapsed) while the row still says
+   * running; the new lease fences the old run out. Null when the job is finished or gone.
+   */
+  async claim(id: string, run: { attempt: number }): Promise<{ job: Job; lease: string } | null> {
+    const lease = randomUUID();
+    const now = new Date();
+    const claimed = await this.transition(this.db, id, 'running', {}, {
+      leaseToken: lease,
+      heartbeatAt: now,
+      attempts: run.attempt,
+      runs: { increment: 1 },
+      errorCode: null,
+      errorMessage: null,
+    });
+    if (!claimed) return null;
+    const job = await this.db.job.findUniqueOrThrow({ where: { id } });
+    if (!job.startedAt) await this.db.job.updateMany({ where: { id, leaseToken: lease }, data: { startedAt: now } });
+    return { job, lease };
+  }
+
+  /** Renews the run's heartbeat; false when the run no longer owns the job. */
+  async heartbeat(id: string, lease: string): Promise<boolean> {
     const result = await this.db.job.updateMany({
-      where: { id, status: { in: ['queued', 'running'] }, cancelRequested: false },
-      data: { status: 'running', backend, attempts: attempt, startedAt: new Date(), errorCode: null, errorMessage: null },
+      where: { id, leaseToken: lease, status: 'running' },
+      data: { heartbeatAt: new Date() },
     });
     return result.count === 1;
   }
 
-  async recordSkippedImages(id: string, skippedImages: number): Promise<void> {
-    await this.db.job.update({ where: { id }, data: { skippedImages } });
+  async runControl(id: string, lease: string): Promise<RunControl> {
+    const job = await this.db.job.findUnique({ where: { id }, select: { leaseToken: true, status: true, cancelRequested: true } });
+    return { ownsJob: job?.leaseToken === lease && job.status === 'running', cancelRequested: job?.cancelRequested ?? true };
   }
 
-  async recordTrainingFacts(id: string, facts: { embeddingCacheHit: boolean | null; stoppedEarly: boolean }): Promise<void> {
-    await this.db.job.update({ where: { id }, data: facts });
+  private async updateOwned(id: string, lease: string, data: Prisma.JobUpdateManyMutationInput): Promise<void> {
+    const result = await this.db.job.updateMany({ where: { id, leaseToken: lease, status: 'running' }, data });
+    if (result.count === 0) throw new LeaseLostError(id);
   }
 
-  /** Upsert: a retried job re-runs epochs and overwrites what the failed attempt wrote. */
-  async recordEpoch(jobId: string, metric: EpochMetricInput, checkpointKey: string): Promise<void> {
-    await this.db.$transaction([
-      this.db.epochMetric.upsert({
-        where: { jobId_epoch: { jobId, epoch: metric.epoch } },
-        create: { jobId, ...metric },
-        update: metric,
-      }),
-      this.db.checkpoint.upsert({
-        where: { jobId_epoch: { jobId, epoch: metric.epoch } },
-        create: { jobId, epoch: metric.epoch, storageKey: checkpointKey, valAcc: metric.valAcc },
-        update: { storageKey: checkpointKey, valAcc: metric.valAcc },
-      }),
-      this.db.job.update({ where: { id: jobId }, data: { epoch: metric.epoch } }),
-    ]);
+  /** The engine the run trains on (known once its process has loaded a backend). */
+  recordBackend(id: string, lease: string, backend: string): Promise<void> {
+    return this.updateOwned(id, lease, { backend });
   }
 
-  async succeed(
-    id: string,
-    model: Omit<Prisma.ModelUncheckedCreateInput, 'jobId'>,
-  ): Promise<void> {
-    await this.db.$transaction([
-      this.db.model.upsert({ where: { jobId: id }, create: { ...model, jobId: id }, update: {} }),
-      this.db.job.update({ where: { id }, data: { status: 'succeeded', finishedAt: new Date() } }),
-    ]);
+  recordSkippedImages(id: string, lease: string, skippedImages: number): Promise<void> {
+    return this.updateOwned(id, lease, { skippedImages });
   }
 
-  async finish(id: string, status: 'failed' | 'canceled', error?: { code: string; message: string }): Promise<void> {
-    await this.db.job.updateMany({
-      where: { id, status: { in: ['queued', 'running'] } },
-      data: {
-        status,
-        finishedAt: new Date(),
-        errorCode: error?.code ?? null,
-        errorMessage: error?.message ?? null,
-      },
+  recordTrainingFacts(id: string, lease: string, facts: { embeddingCacheHit: boolean | null; stoppedEarly: boolean }): Promise<void> {
+    return this.updateOwned(id, lease, facts);
+  }
+
+  /**
+   * Commits a completed epoch: its metrics row, its checkpoint row (whose objects the caller has
+   * already written) and the job's epoch, in one transaction under the run's lease. A run that
+   * lost its lease commits nothing (LeaseLostError), so a stale run cannot rewrite history.
+   */
+  async recordEpoch(jobId: string, lease: string, metric: EpochMetricInput, checkpoint: CheckpointInput): Promise<void> {
+    await this.db.$transaction(async (tx) => {
+      const owned = await tx.$queryRaw<{ id: string }[]>`
+        SELECT id FROM jobs WHERE id = ${jobId}::uuid AND "leaseToken" = ${lease}::uuid AND status = 'running' FOR UPDATE`;
+      if (owned.length === 0) throw new LeaseLostError(jobId);
+      const row = {
+        storagePrefix: checkpoint.storagePrefix,
+        sizeBytes: BigInt(checkpoint.sizeBytes),
+        elapsedMs: Math.round(checkpoint.elapsedMs),
+        trainLoss: metric.trainLoss,
+        trainAcc: metric.trainAcc,
+        valLoss: metric.valLoss,
+        valAcc: metric.valAcc,
+      };
+      await tx.epochMetric.upsert({ where: { jobId_epoch: { jobId, epoch: metric.epoch } }, create: { jobId, ...metric }, update: metric });
+      await tx.checkpoint.upsert({ where: { jobId_epoch: { jobId, epoch: metric.epoch } }, create: { jobId, epoch: metric.epoch, ...row }, update: row });
+      await tx.job.update({ where: { id: jobId }, data: { epoch: metric.epoch, heartbeatAt: new Date() } });
     });
   }
+
+  /**
+   * Forgets epochs after `epoch` (their metrics and checkpoint rows): a resumed run that could not
+   * use a later checkpoint re-trains them. Returns the forgotten checkpoints' prefixes.
+   */
+  async forgetEpochsAfter(jobId: string, lease: string, epoch: number): Promise<string[]> {
+    return this.db.$transaction(async (tx) => {
+      const owned = await tx.job.count({ where: { id: jobId, leaseToken: lease, status: 'running' } });
+      if (owned === 0) throw new LeaseLostError(jobId);
+      const dropped = await tx.checkpoint.findMany({ where: { jobId, epoch: { gt: epoch } }, select: { storagePrefix: true } });
+      await tx.checkpoint.deleteMany({ where: { jobId, epoch: { gt: epoch } } });
+      await tx.epochMetric.deleteMany({ where: { jobId, epoch: { gt: epoch } } });
+      await tx.job.update({ where: { id: jobId }, data: { epoch } });
+      return dropped.map((c) => c.storagePrefix);
+    });
+  }
+
+  /** Removes checkpoint rows (retention). The caller deletes their objects afterwards. */
+  async deleteCheckpoints(jobId: string, epochs: number[]): Promise<void> {
+    if (epochs.length === 0) return;
+    await this.db.checkpoint.deleteMany({ where: { jobId, epoch: { in: epochs } } });
+  }
+
+  /** running → succeeded and the model row, atomically. False when the run lost the job. */
+  async succeed(id: string, lease: string, model: ModelInput, stopReason: StopReason): Promise<boolean> {
+    return this.db.$transaction(async (tx) => {
+      const done = await this.transition(tx, id, 'succeeded', { lease }, { finishedAt: new Date(), stopReason, leaseToken: null, heartbeatAt: null });
+      if (done) await tx.model.create({ data: { ...model, jobId: id } });
+      return done;
+    });
+  }
+
+  /** running → canceled, keeping the best epoch as a model when one completed. */
+  async finishCanceled(id: string, lease: string, model: ModelInput | null): Promise<boolean> {
+    return this.db.$transaction(async (tx) => {
+      const done = await this.transition(tx, id, 'canceled', { lease }, { finishedAt: new Date(), stopReason: 'canceled', leaseToken: null, heartbeatAt: null });
+      if (done && model) await tx.model.create({ data: { ...model, jobId: id } });
+      return done;
+    });
+  }
+
+  /** running → retrying: the attempt failed transiently and BullMQ will deliver it again. */
+  retrying(id: string, lease: string, error: JobError): Promise<boolean> {
+    return this.transition(this.db, id, 'retrying', { lease }, { errorCode: error.code, errorMessage: error.message, leaseToken: null, heartbeatAt: null });
+  }
+
+  /**
+   * running → retrying when BullMQ reports the run stalled (its worker stopped renewing the lock)
+   * and the run's heartbeat has stopped too; BullMQ delivers the job again and the next run
+   * resumes from the last checkpoint. A run that is alive keeps its job.
+   */
+  runLost(id: string, heartbeatBefore: Date): Promise<boolean> {
+    return this.transition(this.db, id, 'retrying', { from: ['running'], heartbeatBefore }, {
+      errorCode: 'worker_lost',
+      errorMessage: 'the worker running this job stopped responding; the job resumes from its last checkpoint',
+      leaseToken: null,
+      heartbeatAt: null,
+    });
+  }
+
+  /**
+   * → failed with a reason. With a lease, only that run may fail the job; without one (a BullMQ
+   * event, reconciliation), any unfinished job is failed.
+   */
+  fail(id: string, error: JobError, lease?: string): Promise<boolean> {
+    return this.transition(this.db, id, 'failed', lease ? { lease } : {}, {
+      errorCode: error.code,
+      errorMessage: error.message,
+      finishedAt: new Date(),
+      leaseToken: null,
+      heartbeatAt: null,
+    });
+  }
+
+  /**
+   * running | retrying → queued: the job goes back to the queue without counting as a failed
+   * attempt (a worker shutting down hands it over; reconciliation re-queues a job whose run
+   * died with its queue entry). Reconciliation passes `heartbeatBefore` so a live run is never
+   * taken over.
+   */
+  requeue(id: string, guard: { lease: string } | { heartbeatBefore: Date; from: readonly JobStatusName[] }): Promise<boolean> {
+    return this.transition(this.db, id, 'queued', guard, { leaseToken: null, heartbeatAt: null });
+  }
+
 }

@@ -1,4 +1,4 @@
-import { Queue, Worker, type Job, type Processor } from 'bullmq';
+import { Queue, QueueEvents as QueueEventsClass, Worker, type Job, type Processor, type QueueEvents as QueueEventsType } from 'bullmq';
 import { Redis } from 'ioredis';
 
 // The job catalogue: every queue name and the payload each job name carries. BullMQ only
@@ -30,13 +30,27 @@ export function createWorkerConnection(redisUrl: string): Redis {
   return new Redis(redisUrl, { maxRetriesPerRequest: null });
 }
 
+export interface DeliverySettings {
+  /** BullMQ attempts per job (failed attempts + 1). */
+  attempts: number;
+  /** First retry delay; doubles per attempt. */
+  backoffMs: number;
+}
+
+/** Where BullMQ has a job: its state, or `missing` when Redis holds no entry for it. */
+export interface Delivery {
+  state: 'waiting' | 'delayed' | 'prioritized' | 'waiting-children' | 'active' | 'completed' | 'failed' | 'missing';
+  failedReason?: string;
+  attemptsMade?: number;
+}
+
 export class TrainingQueue {
   readonly queue: Queue<JobPayloads['train'], unknown, 'train'>;
 
   constructor(
     readonly connection: Redis,
     prefix: string,
-    private readonly attempts: number,
+    private readonly delivery: DeliverySettings,
   ) {
     this.queue = new Queue(TRAINING_QUEUE, { connection, prefix });
     // While Redis is down ioredis emits an error per reconnect attempt. The API reports the
@@ -76,8 +90,8 @@ export class TrainingQueue {
       { jobId },
       {
         jobId,
-        attempts: this.attempts,
-        backoff: { type: 'exponential', delay: 5_000 },
+        attempts: this.delivery.attempts,
+        backoff: { type: 'exponential', delay: this.delivery.backoffMs },
         removeOnComplete: { age: 24 * 3600, count: 1000 },
         removeOnFail: { age: 7 * 24 * 3600 },
       },
@@ -98,6 +112,33 @@ export class TrainingQueue {
       // canceled row in Postgres and skips it.
       return false;
     }
+  }
+
+  /** Delivers a job that waits out a retry backoff now. */
+  async promote(jobId: string): Promise<void> {
+    await this.connected();
+    const job = await this.queue.getJob(jobId);
+    if (job && (await job.isDelayed())) await job.promote();
+  }
+
+  async deliveryOf(jobId: string): Promise<Delivery> {
+    await this.connected();
+    const job = await this.queue.getJob(jobId);
+    if (!job) return { state: 'missing' };
+    const state = await job.getState();
+    if (state === 'unknown') return { state: 'missing' };
+    return { state, failedReason: job.failedReason, attemptsMade: job.attemptsMade };
+  }
+
+  /**
+   * Puts a job whose queue entry is gone or finished back in the queue. A finished entry is
+   * removed first: BullMQ ignores an add whose id already exists.
+   */
+  async redeliver(jobId: string): Promise<void> {
+    await this.connected();
+    const job = await this.queue.getJob(jobId);
+    if (job && ((await job.isCompleted()) || (await job.isFailed()))) await job.remove();
+    await this.enqueue(jobId);
   }
 
   async ping(): Promise<void> {
@@ -136,3 +177,18 @@ export function createTrainingWorker(
 
 export { UnrecoverableError } from 'bullmq';
 export type { Worker, Job } from 'bullmq';
+export { reconcile, leaseTimings, failureCode, failureMessage, type ReconcilableJobs, type ReconcileOptions, type ReconcileReport } from './reconcile.ts';
+export { WaitingError, QueueEvents } from 'bullmq';
+
+/** A listener for the queue's global events (any worker's failures and stalls). */
+export function createTrainingEvents(settings: QueueSettings): { events: QueueEventsType; close(): Promise<void> } {
+  const connection = createWorkerConnection(settings.redisUrl);
+  const events = new QueueEventsClass(TRAINING_QUEUE, { connection, prefix: settings.prefix });
+  return {
+    events,
+    async close() {
+      await events.close();
+      connection.disconnect();
+    },
+  };
+}

@@ -18,7 +18,7 @@ import {
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import type { Config } from '@finetune/core';
+import { retryTransient, type Config, type RetryOptions } from '@finetune/core';
 
 export { startEmbeddedS3 } from './embedded.ts';
 export type { EmbeddedS3, EmbeddedS3Options } from './embedded.ts';
@@ -268,12 +268,37 @@ export const keys = {
   datasetPrefix: (datasetId: string): string => `datasets/${segment('datasetId', datasetId)}/`,
   datasetSource: (datasetId: string): string => `${keys.datasetPrefix(datasetId)}source.zip`,
   jobPrefix: (jobId: string): string => `jobs/${segment('jobId', jobId)}/`,
-  checkpointPrefix: (jobId: string, epoch: number): string =>
-    `${keys.jobPrefix(jobId)}checkpoints/${segment('epoch', epoch)}/`,
-  checkpoint: (jobId: string, epoch: number, file: string): string =>
-    `${keys.checkpointPrefix(jobId, epoch)}${segment('file', file)}`,
+  checkpointsPrefix: (jobId: string): string => `${keys.jobPrefix(jobId)}checkpoints/`,
+  /** One run's checkpoint of one epoch. The run id keeps a stale run (one that lost its lease)
+   * from overwriting the objects a live run's checkpoint row points at. */
+  checkpointPrefix: (jobId: string, epoch: number, runId: string): string =>
+    `${keys.checkpointsPrefix(jobId)}${segment('epoch', epoch)}-${segment('runId', runId)}/`,
   modelPrefix: (modelId: string): string => `models/${segment('modelId', modelId)}/`,
   modelFile: (modelId: string, file: string): string => `${keys.modelPrefix(modelId)}${segment('file', file)}`,
   embeddingCachePrefix: (baseModel: string, datasetId: string): string =>
     `cache/embeddings/${segment('baseModel', baseModel)}/${segment('datasetId', datasetId)}/`,
 } as const;
+
+/**
+ * The store with every idempotent call retried while S3 is unavailable (connection refused,
+ * 5xx, throttling), for up to `maxRetryTimeMs`: a training run rides out an S3 restart instead
+ * of failing its attempt. Streaming calls are passed through (a consumed stream cannot be sent
+ * again); their callers retry at a higher level.
+ */
+export function withRetries(store: ObjectStore, options: RetryOptions): ObjectStore {
+  const retry = <T>(fn: () => Promise<T>) => retryTransient(fn, options);
+  return {
+    ensureBucket: () => retry(() => store.ensureBucket()),
+    ping: () => store.ping(),
+    putBuffer: (key, body, contentType) => retry(() => store.putBuffer(key, body, contentType)),
+    putStream: (key, stream, contentType) => store.putStream(key, stream, contentType),
+    putFile: (key, path, contentType) => retry(() => store.putFile(key, path, contentType)),
+    getBuffer: (key) => retry(() => store.getBuffer(key)),
+    getStream: (key) => store.getStream(key),
+    downloadToFile: (key, path) => retry(() => store.downloadToFile(key, path)),
+    exists: (key) => retry(() => store.exists(key)),
+    delete: (key) => retry(() => store.delete(key)),
+    deletePrefix: (prefix) => retry(() => store.deletePrefix(prefix)),
+    list: (prefix) => retry(() => store.list(prefix)),
+  };
+}

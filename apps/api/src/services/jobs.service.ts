@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import {
   baseModelLabel,
+  bestEpoch,
   DomainError,
   findBaseModel,
   NotFoundError,
@@ -12,7 +13,8 @@ import {
   type JobSpecInput,
   type Strategy,
 } from '@finetune/core';
-import type { EpochMetric, Job, JobWithModel } from '@finetune/db';
+import type { Checkpoint, EpochMetric, Job, JobWithModel } from '@finetune/db';
+import { keys } from '@finetune/storage';
 import type { AppDeps } from '../deps.ts';
 
 /** Strategies that start from learned weights: pointless on a randomly initialised base. */
@@ -61,24 +63,37 @@ export interface CreatedJob {
   replayed: boolean;
 }
 
+/** The spec as stored and run: the server's runtime budget filled in and capped. */
+function effectiveSpec(deps: AppDeps, input: JobSpecInput): JobSpec {
+  const spec = withDefaults(input);
+  const limit = deps.config.maxJobRuntimeSeconds;
+  if (spec.maxRuntimeSeconds !== null && spec.maxRuntimeSeconds > limit) {
+    throw new DomainError('max_runtime_too_long', `maxRuntimeSeconds ${spec.maxRuntimeSeconds} exceeds this server's limit of ${limit} (MAX_JOB_RUNTIME_SECONDS)`, 422);
+  }
+  return { ...spec, maxRuntimeSeconds: spec.maxRuntimeSeconds ?? limit };
+}
+
+function replay(earlier: Job, spec: JobSpec): CreatedJob {
+  if (!isDeepStrictEqual(earlier.spec, spec)) {
+    throw new DomainError('idempotency_key_reused', 'this Idempotency-Key was used for a different job spec', 422);
+  }
+  return { job: earlier, replayed: true };
+}
+
 /**
  * Row first, then the queue: Postgres is the record, BullMQ the delivery. If Redis refuses the
- * enqueue, the row is removed again so no job sits "queued" forever.
+ * enqueue, the row is removed again and the caller gets a 503; were the removal to fail too,
+ * reconciliation enqueues the job once Redis is back, so it is never stranded.
  */
 export async function createJob(deps: AppDeps, input: JobSpecInput, idempotencyKey?: string): Promise<CreatedJob> {
-  const spec = withDefaults(input);
+  const spec = effectiveSpec(deps, input);
   if (idempotencyKey) {
     const earlier = await deps.jobs.findByIdempotencyKey(idempotencyKey);
-    if (earlier) {
-      if (!isDeepStrictEqual(earlier.spec, spec)) {
-        throw new DomainError('idempotency_key_reused', 'this Idempotency-Key was used for a different job spec', 422);
-      }
-      return { job: earlier, replayed: true };
-    }
+    if (earlier) return replay(earlier, spec);
   }
   await checkSpec(deps, spec);
 
-  const job = await deps.jobs.create({
+  const { job, created } = await deps.jobs.create({
     id: randomUUID(),
     datasetId: spec.datasetId,
     baseModel: baseModelLabel(spec.baseModel),
@@ -87,10 +102,12 @@ export async function createJob(deps: AppDeps, input: JobSpecInput, idempotencyK
     epochs: totalEpochs(spec),
     idempotencyKey: idempotencyKey ?? null,
   });
+  // A concurrent request with the same key inserted first.
+  if (!created) return replay(job, spec);
   try {
     await deps.queue.enqueue(job.id);
   } catch (error) {
-    await deps.db.job.delete({ where: { id: job.id } });
+    await deps.jobs.discardUnstarted(job.id);
     throw new DomainError('queue_unavailable', `the job queue is unavailable: ${(error as Error).message}`, 503);
   }
   return { job, replayed: false };
@@ -105,8 +122,39 @@ export async function getJob(deps: AppDeps, id: string): Promise<JobWithModel> {
 export async function cancelJob(deps: AppDeps, id: string): Promise<JobWithModel> {
   const outcome = await deps.jobs.requestCancel(id);
   if (!outcome) throw new NotFoundError('job', id);
-  if (outcome === 'canceled') await deps.queue.removeWaiting(id);
+  // Best effort: a worker that still receives it finds the job canceled and skips it.
+  if (outcome === 'canceled') await deps.queue.removeWaiting(id).catch(() => false);
+  // A job waiting out a retry backoff is resumed now, to turn its best epoch into the model.
+  else await deps.queue.promote(id).catch(() => undefined);
   return getJob(deps, id);
+}
+
+/** Deletes a finished job: its checkpoints, metrics, and its model with the model's files. */
+export async function deleteJob(deps: AppDeps, id: string): Promise<void> {
+  const deleted = await deps.jobs.deleteFinished(id);
+  if (!deleted) throw new NotFoundError('job', id);
+  // Rows first: nothing may point at objects being deleted. A failure here leaves only
+  // unreachable objects under the job's and model's prefixes.
+  await deps.store.deletePrefix(keys.jobPrefix(id));
+  if (deleted.modelId) await deps.store.deletePrefix(keys.modelPrefix(deleted.modelId));
+}
+
+export async function listCheckpoints(deps: AppDeps, id: string): Promise<Checkpoint[]> {
+  await getJob(deps, id);
+  return deps.jobs.checkpoints(id);
+}
+
+export function presentCheckpoint(c: Checkpoint) {
+  return {
+    epoch: c.epoch,
+    trainLoss: c.trainLoss,
+    trainAccuracy: c.trainAcc,
+    valLoss: c.valLoss,
+    valAccuracy: c.valAcc,
+    sizeBytes: Number(c.sizeBytes),
+    elapsedMs: c.elapsedMs,
+    createdAt: c.createdAt.toISOString(),
+  };
 }
 
 export function presentMetric(m: EpochMetric) {
@@ -122,17 +170,9 @@ export function presentMetric(m: EpochMetric) {
   };
 }
 
-/** Best = highest validation accuracy (train accuracy when there is no validation set). */
-export function bestMetric(metrics: EpochMetric[]): EpochMetric | null {
-  let best: EpochMetric | null = null;
-  const score = (m: EpochMetric) => m.valAcc ?? m.trainAcc;
-  for (const m of metrics) if (!best || score(m) > score(best)) best = m;
-  return best;
-}
-
 export function presentJob(job: JobWithModel, metrics: EpochMetric[]) {
   const last = metrics[metrics.length - 1] ?? null;
-  const best = bestMetric(metrics);
+  const best = bestEpoch(metrics); // the rule training keeps weights by
   const percent = job.status === 'succeeded' ? 100 : Math.round((100 * job.epoch) / Math.max(job.epochs, 1));
   return {
     id: job.id,
@@ -148,7 +188,9 @@ export function presentJob(job: JobWithModel, metrics: EpochMetric[]) {
     skippedImages: job.skippedImages,
     embeddingCache: job.embeddingCacheHit === null ? null : job.embeddingCacheHit ? 'reused' : 'computed',
     stoppedEarly: job.stoppedEarly,
+    stopReason: job.stopReason,
     attempts: job.attempts,
+    runs: job.runs,
     cancelRequested: job.cancelRequested,
     error: job.errorCode ? { code: job.errorCode, message: job.errorMessage ?? '' } : null,
     createdAt: job.createdAt.toISOString(),

@@ -2,84 +2,175 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { JobsRepository } from '@finetune/db';
-import { UnrecoverableError, type TrainingJob } from '@finetune/queue';
-import type { ChildMessage, TrainingOutcome } from '../training/messages.ts';
+import { UnrecoverableError, WaitingError, type TrainingJob } from '@finetune/queue';
+import { keys, type ObjectStore } from '@finetune/storage';
+import type { ChildMessage, ParentMessage, TrainingOutcome } from '../training/messages.ts';
 
 const CHILD_ENTRY = fileURLToPath(new URL('../training/child.ts', import.meta.url));
 // Absolute, so the child finds tsx wherever it is started from.
 const TSX_LOADER = import.meta.resolve('tsx');
 
-class TrainingFailure extends Error {
+/** A run that ended without an outcome of its own. */
+class RunFailure extends Error {
   constructor(
     readonly code: string,
     message: string,
-    readonly unrecoverable: boolean,
+    readonly retry: boolean,
   ) {
     super(message);
   }
 }
 
-/**
- * Runs one attempt of a training job in a fresh child process. The child does the tensor work,
- * so this process's event loop stays free to renew the BullMQ lock, and a crash (or a wasm
- * abort, which poisons a process for good) costs one attempt, never the worker.
- */
 export interface ProcessorState {
-  /** Training children currently running, so shutdown can stop them. */
+  /** Training children currently running, so shutdown can ask them to stop. */
   active: Set<ChildProcess>;
-  /** Set on shutdown: a killed attempt is then redelivered, not recorded as a failure. */
+  /** Set on shutdown: runs hand their jobs back to the queue instead of failing them. */
   closing: boolean;
 }
 
-export function createTrainProcessor(jobs: JobsRepository, log: Logger, state: ProcessorState) {
-  return async function processTrainJob(job: TrainingJob): Promise<TrainingOutcome> {
+export interface ProcessorDeps {
+  jobs: JobsRepository;
+  store: ObjectStore;
+  log: Logger;
+  state: ProcessorState;
+  /** The run's heartbeat period; a run whose heartbeat stops is presumed dead. */
+  heartbeatMs: number;
+}
+
+/**
+ * The owner of a job's state while it runs. Claims the job (a guarded transition that also takes
+ * a fresh lease), keeps the lease alive with heartbeats, runs the training in a fresh child
+ * process — so this event loop stays free to renew BullMQ's lock, and a crash or a wasm abort
+ * costs one run, never the worker — and turns the run's outcome into exactly one transition.
+ */
+export function createTrainProcessor({ jobs, store, log, state, heartbeatMs }: ProcessorDeps) {
+  return async function processTrainJob(job: TrainingJob, token?: string): Promise<TrainingOutcome> {
     const jobId = job.data.jobId;
     const attempt = job.attemptsMade + 1;
+    const claim = await jobs.claim(jobId, { attempt });
+    if (!claim) return { status: 'skipped', reason: 'the job is finished, canceled or deleted' };
+    const { lease } = claim;
+    const runLog = log.child({ jobId, attempt, run: claim.job.runs, lease: lease.slice(0, 8) });
+
+    let child: ChildProcess | undefined;
+    const heartbeat = setInterval(() => {
+      jobs.heartbeat(jobId, lease).then(
+        (owned) => {
+          if (owned) return;
+          runLog.warn('lost the job to another run; stopping this one');
+          child?.kill('SIGKILL');
+        },
+        (err: unknown) => runLog.warn({ err }, 'heartbeat failed'),
+      );
+    }, heartbeatMs);
+
+    let outcome: TrainingOutcome;
     try {
-      const outcome = await runChild(jobId, attempt, job, state.active);
-      log.info({ jobId, attempt, outcome }, 'training attempt finished');
-      return outcome;
+      outcome = await runChild(jobId, lease, job, state, (c) => (child = c));
     } catch (error) {
-      const failure =
-        error instanceof TrainingFailure ? error : new TrainingFailure('training_error', (error as Error).message, false);
-      const lastAttempt = attempt >= (job.opts.attempts ?? 1);
-      log.warn({ jobId, attempt, lastAttempt, code: failure.code, err: failure }, 'training attempt failed');
-      if (state.closing) throw failure;
-      if (failure.unrecoverable || lastAttempt) {
-        await jobs.finish(jobId, 'failed', { code: failure.code, message: failure.message });
+      const failure = error instanceof RunFailure ? error : new RunFailure('training_error', (error as Error).message, false);
+      if (state.closing && failure.code === 'training_process_died') {
+        // Stopped with the worker: the committed checkpoints are intact, so hand over.
+        outcome = { status: 'handover' };
+      } else {
+        return await recordFailure(jobs, runLog, job, lease, failure);
       }
-      throw failure.unrecoverable ? new UnrecoverableError(`${failure.code}: ${failure.message}`) : failure;
+    } finally {
+      clearInterval(heartbeat);
     }
+    return recordOutcome({ jobs, store, log: runLog }, job, token, lease, outcome);
   };
 }
 
-function runChild(jobId: string, attempt: number, job: TrainingJob, active: Set<ChildProcess>): Promise<TrainingOutcome> {
+async function recordOutcome(
+  { jobs, store, log }: { jobs: JobsRepository; store: ObjectStore; log: Logger },
+  job: TrainingJob,
+  token: string | undefined,
+  lease: string,
+  outcome: TrainingOutcome,
+): Promise<TrainingOutcome> {
+  const jobId = job.data.jobId;
+  switch (outcome.status) {
+    case 'succeeded':
+    case 'canceled': {
+      const recorded =
+        outcome.status === 'succeeded'
+          ? await jobs.succeed(jobId, lease, outcome.model, outcome.stopReason)
+          : await jobs.finishCanceled(jobId, lease, outcome.model);
+      if (!recorded && outcome.model) {
+        // Another run owns the job now; this run's model files belong to nothing.
+        await store.deletePrefix(keys.modelPrefix(outcome.model.id as string));
+      }
+      log.info({ status: outcome.status, recorded, modelId: outcome.model?.id ?? null }, 'run finished');
+      return outcome;
+    }
+    case 'handover': {
+      const requeued = await jobs.requeue(jobId, { lease });
+      log.info({ requeued }, 'run stopped for shutdown; job handed back to the queue');
+      if (requeued && token) {
+        // Back to waiting without counting an attempt; BullMQ expects WaitingError after it.
+        await job.moveToWait(token);
+        throw new WaitingError();
+      }
+      return outcome;
+    }
+    case 'lease_lost':
+    case 'skipped':
+      log.info({ outcome }, 'run ended without recording anything');
+      return outcome;
+  }
+}
+
+async function recordFailure(jobs: JobsRepository, log: Logger, job: TrainingJob, lease: string, failure: RunFailure): Promise<never> {
+  const jobId = job.data.jobId;
+  const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+  const error = { code: failure.code, message: failure.message };
+  log.warn({ code: failure.code, retry: failure.retry, lastAttempt, err: failure.message }, 'run failed');
+  if (failure.retry && !lastAttempt) {
+    await jobs.retrying(jobId, lease, error);
+    throw failure;
+  }
+  await jobs.fail(jobId, error, lease);
+  throw new UnrecoverableError(`${failure.code}: ${failure.message}`);
+}
+
+function runChild(
+  jobId: string,
+  lease: string,
+  job: TrainingJob,
+  state: ProcessorState,
+  started: (child: ChildProcess) => void,
+): Promise<TrainingOutcome> {
   return new Promise((resolve, reject) => {
-    const child = fork(CHILD_ENTRY, [jobId, String(attempt)], {
+    const child = fork(CHILD_ENTRY, [jobId, lease], {
       execArgv: ['--import', TSX_LOADER],
       env: process.env,
       stdio: 'inherit',
     });
-    active.add(child);
-    let settled: { outcome?: TrainingOutcome; failure?: TrainingFailure } | undefined;
+    started(child);
+    state.active.add(child);
+    // Shutdown began before this child existed: it stops at once.
+    if (state.closing) child.send({ type: 'stop' } satisfies ParentMessage);
+    let settled: { outcome?: TrainingOutcome; failure?: RunFailure } | undefined;
     child.on('message', (message: ChildMessage) => {
       if (message.type === 'progress') {
         job.updateProgress({ ...message.progress }).catch(() => undefined);
       } else if (message.type === 'done') {
         settled = { outcome: message.outcome };
       } else if (message.type === 'failed') {
-        const { code, message: text, unrecoverable } = message.error;
-        settled = { failure: new TrainingFailure(code, text, unrecoverable) };
+        const { code, message: text, retry } = message.error;
+        settled = { failure: new RunFailure(code, text, retry) };
       }
     });
     child.on('error', (error) => {
-      settled ??= { failure: new TrainingFailure('training_process_error', error.message, false) };
+      settled ??= { failure: new RunFailure('training_process_error', error.message, true) };
     });
     child.on('exit', (code, signal) => {
-      active.delete(child);
+      state.active.delete(child);
       if (settled?.outcome) return resolve(settled.outcome);
       if (settled?.failure) return reject(settled.failure);
-      reject(new TrainingFailure('training_process_died', `training process exited (code ${code}, signal ${signal})`, false));
+      // Killed (OOM killer, kill -9) or crashed hard: transient, the next run resumes.
+      reject(new RunFailure('training_process_died', `the training process exited (code ${code}, signal ${signal})`, true));
     });
   });
 }

@@ -1,5 +1,9 @@
-// What a training child process tells its parent over IPC. One run, one process: a wasm abort
-// (which leaves a process unusable) can only ever take one job attempt down with it.
+// What a training child process and its parent tell each other over IPC. One run, one process:
+// a wasm abort (which leaves a process unusable) can only ever take one run down with it.
+// The child trains and writes data (metrics, checkpoints, model files) under the run's lease;
+// the parent alone changes the job's state, from the outcome the child reports.
+import type { StopReason } from '@finetune/core';
+import type { ModelInput } from '@finetune/db';
 
 export interface TrainingProgress {
   phase: 'preparing' | 'training' | 'evaluating' | 'comparing' | 'exporting';
@@ -9,11 +13,21 @@ export interface TrainingProgress {
 }
 
 export type TrainingOutcome =
-  | { status: 'succeeded'; modelId: string }
-  | { status: 'canceled' }
+  /** Trained (all epochs, early stopping, or the runtime budget spent): a model to record. */
+  | { status: 'succeeded'; model: ModelInput; stopReason: StopReason }
+  /** Cancel requested: the best epoch so far as a model, or none when no epoch completed. */
+  | { status: 'canceled'; model: ModelInput | null }
+  /** Asked to stop (worker shutdown): the last completed epoch's checkpoint is committed. */
+  | { status: 'handover' }
+  /** Another run owns the job now (this one was presumed dead): nothing was recorded. */
+  | { status: 'lease_lost' }
+  /** The job was finished or deleted before this run could start. */
   | { status: 'skipped'; reason: string };
 
 export type ChildMessage =
   | { type: 'progress'; progress: TrainingProgress }
   | { type: 'done'; outcome: TrainingOutcome }
-  | { type: 'failed'; error: { code: string; message: string; unrecoverable: boolean } };
+  | { type: 'failed'; error: { code: string; message: string; retry: boolean } };
+
+/** Parent → child: stop at the next batch boundary and hand the job back (worker shutdown). */
+export type ParentMessage = { type: 'stop' };

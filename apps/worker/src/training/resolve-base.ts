@@ -1,5 +1,5 @@
 import { baseModelLabel, DomainError, type BaseModelRef } from '@finetune/core';
-import type { Db } from '@finetune/db';
+import type { ModelsRepository } from '@finetune/db';
 import { baseFromTrainedModel, loadBaseModel, loadModelFromFiles, type BaseModel } from '@finetune/ml';
 import { keys, type ObjectStore } from '@finetune/storage';
 
@@ -17,11 +17,11 @@ export interface ResolvedBase {
  * The base a job starts from: a zoo model, or a model an earlier job trained with its head cut
  * off (pretrain on a data-rich task, transfer to the scarce one).
  */
-export async function resolveBase(store: ObjectStore, db: Db, ref: BaseModelRef): Promise<ResolvedBase> {
+export async function resolveBase(store: ObjectStore, models: ModelsRepository, ref: BaseModelRef): Promise<ResolvedBase> {
   if (typeof ref === 'string') {
     return { base: await loadBaseModel(ref), label: ref, cacheName: ref, dispose: () => undefined };
   }
-  const row = await db.model.findUnique({ where: { id: ref.modelId } });
+  const row = await models.get(ref.modelId);
   if (!row) throw new DomainError('unknown_model', `model ${ref.modelId} (baseModel.modelId) does not exist`, 422);
   const trained = await loadModelFromFiles(
     await store.getBuffer(keys.modelFile(row.id, 'model.json')),

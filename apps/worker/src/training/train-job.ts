@@ -3,8 +3,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DomainError, totalEpochs, type Config, type JobSpec, type Strategy } from '@finetune/core';
-import type { Db, JobsRepository } from '@finetune/db';
+import { DomainError, totalEpochs, type Config, type JobSpec, type StopReason, type Strategy } from '@finetune/core';
+import type { DatasetsRepository, JobsRepository, ModelInput, ModelsRepository } from '@finetune/db';
 import {
   evaluateClassifier,
   predictProbabilities,
@@ -16,63 +16,73 @@ import {
   type TrainClassifierResult,
 } from '@finetune/ml';
 import { keys, type ObjectStore } from '@finetune/storage';
+import { JobCheckpoints } from './checkpoints.ts';
 import { FeatureCache } from './feature-cache.ts';
 import type { TrainingOutcome, TrainingProgress } from './messages.ts';
 import { prepareData, type PreparedData, type SplitImages } from './prepare-data.ts';
 import { resolveBase } from './resolve-base.ts';
+import { RunControl } from './run-control.ts';
 
 export interface TrainingContext {
   config: Config;
-  db: Db;
   jobs: JobsRepository;
+  datasets: DatasetsRepository;
+  models: ModelsRepository;
   store: ObjectStore;
   backend: string;
-  attempt: number;
   report: (progress: TrainingProgress) => void;
   log: (message: string, fields?: Record<string, unknown>) => void;
+  /** Registers what to do when the parent asks this run to stop and hand the job back. */
+  onStopRequest: (handler: () => void) => void;
 }
 
-const CANCEL_POLL_MS = 1_000;
 const require = createRequire(import.meta.url);
 
 /**
- * One attempt of a training job: decode the dataset at the base's input size, train with the
- * spec's strategy (every epoch writes metrics to Postgres and a checkpoint to S3), evaluate the
- * best epoch's model on the validation split, optionally train the scratch baseline on the
- * same split, and export the model (base + head as one tfjs layers model) with its report.
+ * One run of a training job, under the lease its worker's claim took: decode the dataset at the
+ * base's input size, resume from the job's last checkpoint if it has one, train with the spec's
+ * strategy (every epoch commits its metrics and a checkpoint), evaluate the best epoch's model
+ * on the validation split, optionally train the scratch baseline on the same split, and export
+ * the model (base + head as one tfjs layers model). The job's state is not touched here: the
+ * outcome goes back to the worker process, which records it.
  */
-export async function runTrainingJob(jobId: string, ctx: TrainingContext): Promise<TrainingOutcome> {
+export async function runTrainingJob(jobId: string, lease: string, ctx: TrainingContext): Promise<TrainingOutcome> {
   const job = await ctx.jobs.get(jobId);
   if (!job) return { status: 'skipped', reason: 'job row not found' };
-  if (!(await ctx.jobs.markRunning(jobId, ctx.backend, ctx.attempt))) {
-    return { status: 'skipped', reason: `job is ${job.status}${job.cancelRequested ? ' (cancel requested)' : ''}` };
-  }
-  const startedAt = Date.now();
+  if (job.leaseToken !== lease || job.status !== 'running') return { status: 'lease_lost' };
   const spec = job.spec as unknown as JobSpec;
   const hp = spec.hyperparameters;
   const epochs = totalEpochs(spec);
-  const dataset = job.datasetId ? await ctx.db.dataset.findUnique({ where: { id: job.datasetId } }) : null;
+  await ctx.jobs.recordBackend(jobId, lease, ctx.backend);
+  const dataset = job.datasetId ? await ctx.datasets.get(job.datasetId) : null;
   if (!dataset || dataset.status !== 'ready') throw new DomainError('dataset_deleted', "the job's dataset no longer exists", 422);
 
-  // Loaded before the temp dir and the cancel poll exist, so a missing base leaves nothing behind.
-  const base = await resolveBase(ctx.store, ctx.db, spec.baseModel);
-  let canceled = false;
-  const poll = setInterval(() => {
-    ctx.jobs.isCancelRequested(jobId).then(
-      (requested) => (canceled ||= requested),
-      () => undefined, // a missed poll is retried a second later
-    );
-  }, CANCEL_POLL_MS);
+  // Loaded before the temp dir and the poll exist, so a missing base leaves nothing behind.
+  const base = await resolveBase(ctx.store, ctx.models, spec.baseModel);
+  const checkpoints = new JobCheckpoints(ctx.store, ctx.jobs, jobId, lease, ctx.config.checkpointsKeepLast);
+  const resume = await checkpoints.resumePoint();
+  if (resume) ctx.log('resuming from checkpoint', { epoch: resume.epoch, elapsedMs: resume.elapsedMs });
+  const maxRuntimeMs = (spec.maxRuntimeSeconds ?? ctx.config.maxJobRuntimeSeconds) * 1000;
+  const control = new RunControl(ctx.jobs, jobId, lease, resume?.elapsedMs ?? 0, maxRuntimeMs);
+  ctx.onStopRequest(() => control.stop('handover'));
+  // A job resumed only to be canceled (it was waiting for a retry) must know before it trains.
+  await control.poll();
   const report = (phase: TrainingProgress['phase'], epoch: number, percent: number) =>
     ctx.report({ phase, epoch, epochs, percent: Math.round(percent) });
 
   const workDir = await mkdtemp(join(tmpdir(), `finetune-job-${jobId}-`));
   try {
-    report('preparing', 0, 0);
+    report('preparing', resume?.epoch ?? 0, 0);
     const inputSize = base.base.info.inputSize;
-    const data = await prepareData(ctx.store, ctx.config, dataset.storageKey, workDir, inputSize, hp, () => canceled);
-    await ctx.jobs.recordSkippedImages(jobId, data.skipped);
-    if (canceled) return await finishCanceled(ctx, jobId);
+    // Decoding stops early when the run will end without a model. A job with trained epochs that
+    // is canceled or out of time still needs the data: its best epoch is evaluated and exported.
+    const abandon = () => interruption(control) !== null || (control.shouldStop() && !resume);
+    const data = await prepareData(ctx.store, ctx.config, dataset.storageKey, workDir, inputSize, hp, abandon);
+    const interrupted = interruption(control);
+    if (interrupted) return interrupted;
+    if (abandon() && control.stopCause() === 'canceled') return { status: 'canceled', model: null };
+    if (abandon()) throw noEpochWithin(maxRuntimeMs);
+    await ctx.jobs.recordSkippedImages(jobId, lease, data.skipped);
 
     const cache = new FeatureCache(ctx.store, base.cacheName, dataset.id, {
       sha256: dataset.sha256,
@@ -80,7 +90,7 @@ export async function runTrainingJob(jobId: string, ctx: TrainingContext): Promi
       resize: 'cover',
       decoder: 'sharp-rgb8',
     });
-    const train = (strategy: Strategy, onEpochEnd?: (e: EpochEvent) => Promise<void>) =>
+    const train = (strategy: Strategy, options: { resumeFrom?: Uint8Array; onEpochEnd?: (e: EpochEvent) => Promise<void> } = {}) =>
       trainClassifier({
         strategy,
         base: base.base,
@@ -91,66 +101,82 @@ export async function runTrainingJob(jobId: string, ctx: TrainingContext): Promi
         hyperparameters: hp,
         frozenFeatures: ({ cut, split }, compute) =>
           cache.getOrCompute(cut, split, (split === 'val' ? data.val?.ids : data.train.ids) ?? [], compute),
-        onEpochEnd,
-        shouldStop: () => canceled,
+        shouldStop: control.shouldStop,
+        ...options,
       });
 
-    report('training', 0, 5);
-    const result = await train(spec.strategy, async (epoch) => {
-      const checkpoint = await epoch.checkpoint();
-      const modelKey = keys.checkpoint(jobId, epoch.epoch, 'model.json');
-      await ctx.store.putBuffer(modelKey, checkpoint.modelJson, 'application/json');
-      await ctx.store.putBuffer(keys.checkpoint(jobId, epoch.epoch, 'weights.bin'), checkpoint.weights, 'application/octet-stream');
-      await ctx.jobs.recordEpoch(
-        jobId,
-        {
-          epoch: epoch.epoch,
-          stage: epoch.stage ?? null,
-          trainLoss: epoch.trainLoss,
-          trainAcc: epoch.trainAcc,
-          valLoss: epoch.valLoss,
-          valAcc: epoch.valAcc,
-          learningRate: epoch.learningRate,
-          durationMs: Math.round(epoch.durationMs),
-        },
-        modelKey,
-      );
-      report('training', epoch.epoch, 5 + (80 * epoch.epoch) / epochs);
+    report('training', resume?.epoch ?? 0, 5);
+    const result = await train(spec.strategy, {
+      ...(resume ? { resumeFrom: resume.state } : {}),
+      onEpochEnd: async (epoch) => {
+        await checkpoints.save(epoch, control.elapsedMs());
+        report('training', epoch.epoch, 5 + (80 * epoch.epoch) / epochs);
+      },
     });
-    const embeddingCacheHit = cache.hits + cache.misses === 0 ? null : cache.misses === 0;
-    await ctx.jobs.recordTrainingFacts(jobId, { embeddingCacheHit, stoppedEarly: result.stoppedEarly });
-    if (canceled) {
-      result.model.dispose();
-      return await finishCanceled(ctx, jobId);
-    }
+    try {
+      const embeddingCacheHit = cache.hits + cache.misses === 0 ? null : cache.misses === 0;
+      const stopped = interruption(control);
+      if (stopped) return stopped;
+      await ctx.jobs.recordTrainingFacts(jobId, lease, { embeddingCacheHit, stoppedEarly: result.stoppedEarly });
+      const exportInput = { jobId, spec, base, data, result, startedAt: job.startedAt?.getTime() ?? Date.now(), datasetSha: dataset.sha256, embeddingCacheHit };
 
-    report('evaluating', result.epochsRun, 85);
-    const evaluation = await evaluate(result.model, data.val ?? data.train, data.labels, inputSize, hp.topK);
-    let scratch: { accuracy: number; evaluation: Evaluation } | null = null;
-    if (spec.compareWithScratch) {
-      report('comparing', result.epochsRun, 88);
-      const baseline = await train('scratch');
-      try {
-        if (canceled) {
-          result.model.dispose();
-          return await finishCanceled(ctx, jobId);
-        }
-        const baselineEvaluation = await evaluate(baseline.model, data.val ?? data.train, data.labels, inputSize, hp.topK);
-        scratch = { accuracy: baselineEvaluation.accuracy, evaluation: baselineEvaluation };
-      } finally {
-        baseline.model.dispose();
+      if (control.stopCause() === 'canceled') {
+        if (result.bestEpoch === 0) return { status: 'canceled', model: null };
+        report('exporting', result.epochsRun, 95);
+        const evaluation = await evaluate(result.model, data.val ?? data.train, data.labels, inputSize, hp.topK);
+        return { status: 'canceled', model: await exportModel(ctx, { ...exportInput, evaluation, scratch: null }) };
       }
-    }
+      if (result.bestEpoch === 0) throw noEpochWithin(maxRuntimeMs);
 
-    report('exporting', result.epochsRun, 95);
-    const modelId = await exportModel(ctx, { jobId, spec, base, data, result, evaluation, scratch, startedAt, datasetSha: dataset.sha256, embeddingCacheHit });
-    ctx.log('training finished', { modelId, bestEpoch: result.bestEpoch, accuracy: evaluation.accuracy, transferGain: scratch && evaluation.accuracy - scratch.accuracy });
-    return { status: 'succeeded', modelId };
+      report('evaluating', result.epochsRun, 85);
+      const evaluation = await evaluate(result.model, data.val ?? data.train, data.labels, inputSize, hp.topK);
+      let scratch: { accuracy: number; evaluation: Evaluation } | null = null;
+      if (spec.compareWithScratch && !control.stopCause()) {
+        report('comparing', result.epochsRun, 88);
+        const baseline = await train('scratch');
+        try {
+          const during = interruption(control);
+          if (during) return during;
+          // A budget spent during the baseline leaves no comparison; a cancel keeps the model.
+          if (!control.stopCause()) {
+            const baselineEvaluation = await evaluate(baseline.model, data.val ?? data.train, data.labels, inputSize, hp.topK);
+            scratch = { accuracy: baselineEvaluation.accuracy, evaluation: baselineEvaluation };
+          }
+        } finally {
+          baseline.model.dispose();
+        }
+      }
+
+      report('exporting', result.epochsRun, 95);
+      const model = await exportModel(ctx, { ...exportInput, evaluation, scratch });
+      if (control.stopCause() === 'canceled') return { status: 'canceled', model };
+      const stopReason: StopReason = control.stopCause() === 'max_runtime' ? 'max_runtime' : result.stoppedEarly ? 'early_stopping' : 'completed';
+      await checkpoints.sweepStray();
+      ctx.log('training finished', { modelId: model.id, bestEpoch: result.bestEpoch, accuracy: evaluation.accuracy, stopReason });
+      return { status: 'succeeded', model, stopReason };
+    } finally {
+      result.model.dispose();
+    }
   } finally {
-    clearInterval(poll);
+    control.dispose();
     base.dispose();
     await rm(workDir, { recursive: true, force: true });
   }
+}
+
+function noEpochWithin(maxRuntimeMs: number): DomainError {
+  return new DomainError(
+    'max_runtime_exceeded',
+    `no epoch completed within maxRuntimeSeconds (${maxRuntimeMs / 1000} s); raise it or train on less data`,
+    422,
+  );
+}
+
+/** The outcome when a run must end without a result of its own: its lease is gone, or it hands over. */
+function interruption(control: RunControl): TrainingOutcome | null {
+  if (control.stopCause() === 'lease_lost') return { status: 'lease_lost' };
+  if (control.stopCause() === 'handover') return { status: 'handover' };
+  return null;
 }
 
 async function evaluate(model: tf.LayersModel, split: SplitImages, labels: string[], inputSize: number, topK: number) {
@@ -171,14 +197,13 @@ interface ExportInput {
   embeddingCacheHit: boolean | null;
 }
 
-/** Writes model.json, weights.bin, labels.json and metadata.json, then the model row. */
-async function exportModel(ctx: TrainingContext, input: ExportInput): Promise<string> {
+/** Writes model.json, weights.bin, labels.json and metadata.json; returns the model row to record. */
+async function exportModel(ctx: TrainingContext, input: ExportInput): Promise<ModelInput & { id: string }> {
   const { jobId, spec, base, data, result, evaluation, scratch } = input;
   const modelId = randomUUID();
   const labels = data.labels;
   const inputSize = base.base.info.inputSize;
   const files = await serializeModel(result.model, { metadata: { labels } });
-  result.model.dispose();
   const best = result.history.find((h) => h.epoch === result.bestEpoch) ?? null;
   const transferGain = scratch ? evaluation.accuracy - scratch.accuracy : null;
   const metadata = {
@@ -218,7 +243,7 @@ async function exportModel(ctx: TrainingContext, input: ExportInput): Promise<st
   await ctx.store.putBuffer(keys.modelFile(modelId, 'weights.bin'), files.weights, 'application/octet-stream');
   await ctx.store.putBuffer(keys.modelFile(modelId, 'labels.json'), Buffer.from(JSON.stringify(labels)), 'application/json');
   await ctx.store.putBuffer(keys.modelFile(modelId, 'metadata.json'), Buffer.from(JSON.stringify(metadata, null, 2)), 'application/json');
-  await ctx.jobs.succeed(jobId, {
+  return {
     id: modelId,
     baseModel: base.label,
     strategy: spec.strategy,
@@ -234,8 +259,7 @@ async function exportModel(ctx: TrainingContext, input: ExportInput): Promise<st
     evaluation: evaluation as object,
     scratchAccuracy: scratch?.accuracy ?? null,
     transferGain,
-  });
-  return modelId;
+  };
 }
 
 function packageVersion(name: string): string | null {
@@ -244,9 +268,4 @@ function packageVersion(name: string): string | null {
   } catch {
     return null;
   }
-}
-
-async function finishCanceled(ctx: TrainingContext, jobId: string): Promise<TrainingOutcome> {
-  await ctx.jobs.finish(jobId, 'canceled');
-  return { status: 'canceled' };
 }

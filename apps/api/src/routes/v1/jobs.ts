@@ -4,7 +4,7 @@ import Type from 'typebox';
 import { JOB_STATUSES, JobSpecSchema } from '@finetune/core';
 import type { AppDeps } from '../../deps.ts';
 import { IdParams, ListQuery } from '../../schemas.ts';
-import { cancelJob, createJob, getJob, presentJob, presentMetric } from '../../services/jobs.service.ts';
+import { cancelJob, createJob, deleteJob, getJob, listCheckpoints, presentCheckpoint, presentJob, presentMetric } from '../../services/jobs.service.ts';
 
 const JobListQuery = Type.Object(
   {
@@ -46,6 +46,16 @@ export async function jobRoutes(fastify: FastifyInstance, { deps }: { deps: AppD
     const job = await getJob(deps, request.params.id);
     const metrics = await deps.jobs.metrics(job.id);
     return { jobId: job.id, items: metrics.map(presentMetric) };
+  });
+
+  app.get('/v1/jobs/:id/checkpoints', { schema: { params: IdParams } }, async (request) => {
+    const checkpoints = await listCheckpoints(deps, request.params.id);
+    return { jobId: request.params.id, items: checkpoints.map(presentCheckpoint) };
+  });
+
+  app.delete('/v1/jobs/:id', { schema: { params: IdParams } }, async (request, reply) => {
+    await deleteJob(deps, request.params.id);
+    return reply.code(204).send();
   });
 
   app.post('/v1/jobs/:id/cancel', { schema: { params: IdParams } }, async (request, reply) => {
