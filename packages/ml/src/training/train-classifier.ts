@@ -104,7 +104,7 @@ function prepare(opts: TrainClassifierOptions): RunSetup {
     dim: product(tensorShape(graph, graph.outputName)),
     val,
     memo: (split, cut, compute) => (opts.frozenFeatures ? opts.frozenFeatures({ cut, split }, compute) : compute()),
-    run: { strategy: opts.strategy, hyperparameters: opts.hyperparameters, labels: opts.labels, train: opts.train.images.length, val: val?.images.length ?? 0 },
+    run: { base: opts.base.info.id, strategy: opts.strategy, hyperparameters: opts.hyperparameters, labels: opts.labels, train: opts.train.images.length, val: val?.images.length ?? 0 },
   };
 }
 

@@ -31,6 +31,8 @@ export interface TensorData {
 
 /** What must be equal for a state to belong to a run: the fingerprint hashes it. */
 export interface RunDescription {
+  /** The base's id (a zoo id, or the trained model it was cut from): same shapes are not enough. */
+  base: string;
   strategy: string;
   hyperparameters: unknown;
   labels: string[];

@@ -248,6 +248,8 @@ describe('resume refuses blobs it cannot use, before training anything', () => {
     await refused({ ...o, train: fewer, resumeFrom: blob }, /train: 25 in the state, 24 here/);
     await refused({ ...o, val: null, resumeFrom: blob }, /val: 9 in the state, 0 here/);
     await refused({ ...o, strategy: 'full', resumeFrom: blob }, /strategy/);
+    // Same architecture, another base: its weights are not the ones the state continued.
+    await refused({ ...o, base: { ...o.base, info: { ...o.base.info, id: 'other_base' } }, resumeFrom: blob }, /base: "tiny" in the state, "other_base" here/);
   });
 
   it('a corrupted, truncated or foreign blob', async () => {

@@ -32,7 +32,7 @@ function sampleState(): TrainingState {
     trainableLayers: ['top_conv', 'top_bn'],
   });
   return {
-    run: { strategy: 'progressive_unfreezing', hyperparameters: hp({ epochs: 3 }), labels: ['a', 'b'], train: 10, val: 0 },
+    run: { base: 'tiny', strategy: 'progressive_unfreezing', hyperparameters: hp({ epochs: 3 }), labels: ['a', 'b'], train: 10, val: 0 },
     epoch: 2,
     stage: 0,
     stageEpoch: 2,
@@ -126,7 +126,7 @@ describe('training-state blob', () => {
 
   it('fingerprints the run independently of key order, and names what differs', () => {
     const s = sampleState();
-    const reordered = { val: 0, train: 10, labels: ['a', 'b'], hyperparameters: Object.fromEntries(Object.entries(hp({ epochs: 3 })).reverse()), strategy: 'progressive_unfreezing' };
+    const reordered = { val: 0, train: 10, labels: ['a', 'b'], hyperparameters: Object.fromEntries(Object.entries(hp({ epochs: 3 })).reverse()), strategy: 'progressive_unfreezing', base: 'tiny' };
     expect(runFingerprint(reordered)).toBe(runFingerprint(s.run));
     expect(() => checkRun(s, reordered)).not.toThrow();
     const other = { ...s.run, labels: ['a', 'c'], hyperparameters: hp({ epochs: 3, learningRate: 0.5 }) };
