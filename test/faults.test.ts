@@ -69,6 +69,25 @@ describe('faults', () => {
     expect(stalled).toEqual([]);
   });
 
+  it('a backend abort fails the job once, with a code and what to change, not three raw retries', { timeout: 300_000 }, async () => {
+    // The real fault: a full MobileNetV2 backward pass at batch 32 needs more memory than tfjs'
+    // wasm heap can grow to (it aborts with "memory access out of bounds"). The same spec would
+    // abort on every attempt.
+    const created = await request(t.app.server)
+      .post('/v1/jobs')
+      .send({ datasetId, baseModel: 'mobilenet_v2', strategy: 'full', hyperparameters: { epochs: 1, batchSize: 32 } })
+      .expect(202);
+    const job = await waitFor('the job to fail', async () => {
+      const res = await request(t.app.server).get(`/v1/jobs/${created.body.id}`).expect(200);
+      return ['succeeded', 'failed', 'canceled'].includes(res.body.status) ? res.body : undefined;
+    }, 240_000);
+    expect(job.status).toBe('failed');
+    expect(job).toMatchObject({ attempts: 1, runs: 1 });
+    expect(job.error.code).toBe('backend_out_of_memory');
+    expect(job.error.message).toMatch(/lower hyperparameters\.batchSize \(e\.g\. to 16\)/);
+    expect(job.error.message).not.toMatch(/out of bounds|Aborted/);
+  });
+
   it('answers 503 when Redis is unreachable and leaves no job row behind', async () => {
     const offline = await buildTestApp({ REDIS_URL: 'redis://127.0.0.1:1' });
     try {
