@@ -82,6 +82,18 @@ describe('idempotent submission', () => {
     }
     expect(await t.deps.db.job.count()).toBe(before + 5);
   });
+
+  it('a retry that differs only in how a number is written (-0 for 0) is the same spec', async () => {
+    const key = `negative-zero-${randomBytes(4).toString('hex')}`;
+    const body = (momentum: string) =>
+      `{"datasetId":"${datasetId}","baseModel":"small_cnn","strategy":"scratch","hyperparameters":{"epochs":1,"optimizer":"sgd","momentum":${momentum}}}`;
+    const send = (momentum: string) =>
+      request(t.app.server).post('/v1/jobs').set('idempotency-key', key).set('content-type', 'application/json').send(body(momentum));
+    const first = await send('0').expect(202);
+    const again = await send('-0').expect(200);
+    expect(again.body.id).toBe(first.body.id);
+    await request(t.app.server).post(`/v1/jobs/${first.body.id}/cancel`);
+  });
 });
 
 describe('runtime budget', () => {

@@ -74,7 +74,8 @@ function effectiveSpec(deps: AppDeps, input: JobSpecInput): JobSpec {
 }
 
 function replay(earlier: Job, spec: JobSpec): CreatedJob {
-  if (!isDeepStrictEqual(earlier.spec, spec)) {
+  // Compared as stored: through JSON, as Postgres keeps it (so -0 and 0 are the same number).
+  if (!isDeepStrictEqual(earlier.spec, JSON.parse(JSON.stringify(spec)))) {
     throw new DomainError('idempotency_key_reused', 'this Idempotency-Key was used for a different job spec', 422);
   }
   return { job: earlier, replayed: true };
