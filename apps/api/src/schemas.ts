@@ -1,11 +1,17 @@
 import Type from 'typebox';
+import { UUID_PATTERN } from '@finetune/core';
 
-export const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) });
+/** Canonical 8-4-4-4-12 hex ids only (not `format: 'uuid'`, which accepts `urn:uuid:…`). */
+export const Uuid = () => Type.String({ pattern: UUID_PATTERN });
 
+export const IdParams = Type.Object({ id: Uuid() });
+
+// Querystrings are the one place types are coerced (see plugins/validation.ts): `?limit=5`
+// arrives as the string "5".
 export const ListQuery = Type.Object(
   {
     limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
-    cursor: Type.Optional(Type.String({ format: 'uuid' })),
+    cursor: Type.Optional(Uuid()),
   },
   { additionalProperties: false },
 );

@@ -1,3 +1,5 @@
+import { isIP } from 'node:net';
+
 // Configuration is parsed once, from the environment, into a typed object. A bad value fails
 // start-up with every problem listed at once, not the first one found.
 
@@ -48,6 +50,20 @@ export interface Config {
     predictBytes: number;
     /** Decoded training images are held in memory as RGB bytes; refuse datasets above this. */
     trainingImageBytes: number;
+    /** Largest JSON body (job specs); /predict's JSON form takes one MAX_PREDICT_BYTES image in base64. */
+    jsonBodyBytes: number;
+  };
+  http: {
+    /** Fastify `trustProxy`: false, true (any peer), or the proxies' addresses/CIDRs. */
+    trustProxy: boolean | string[];
+    /** Origins allowed by CORS; empty means CORS is off (no CORS headers at all). '*' allows any. */
+    corsOrigins: string[];
+    /** The whole request (headers and body) must arrive within this; 0 disables. */
+    requestTimeoutMs: number;
+    /** A request body that delivers no byte for this long is answered 408; 0 disables. */
+    uploadIdleTimeoutMs: number;
+    /** An idle keep-alive connection is closed after this. */
+    keepAliveTimeoutMs: number;
   };
   modelCacheSize: number;
   dataDir: string;
@@ -62,6 +78,27 @@ export function datasetZipLimits(limits: Config['limits']) {
     maxUncompressedBytes: limits.datasetUncompressedBytes,
     maxEntryBytes: limits.imageBytes,
   };
+}
+
+const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** An IP, an IP/prefix, or one of proxy-addr's names: what Fastify's trustProxy list takes. */
+function isProxyAddress(value: string): boolean {
+  if (PROXY_NAMES.has(value)) return true;
+  const [ip, prefix, ...rest] = value.split('/');
+  const family = isIP(ip ?? '');
+  if (family === 0 || rest.length > 0) return false;
+  if (prefix === undefined) return true;
+  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
+}
+
+function isOrigin(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.origin === value;
+  } catch {
+    return false;
+  }
 }
 
 export function loadConfig(env: Env = process.env): Config {
@@ -86,6 +123,34 @@ export function loadConfig(env: Env = process.env): Config {
     return fallback;
   };
   const str = (name: string, fallback: string): string => env[name] || fallback;
+  const list = (name: string): string[] =>
+    (env[name] ?? '')
+      .split(',')
+      .map((v) => v.trim())
+      .filter((v) => v !== '');
+  // TRUST_PROXY: off by default, so X-Forwarded-* from clients is ignored unless an operator says
+  // a proxy sets them. true trusts any peer; better, the proxies' addresses/CIDRs (or proxy-addr's
+  // names loopback, linklocal, uniquelocal). No hop counts: Fastify 5 treats them as trusting
+  // nothing, since they cannot tell a proxy from a client.
+  const trustProxy = (): Config['http']['trustProxy'] => {
+    const raw = env.TRUST_PROXY?.trim() ?? '';
+    if (raw === '') return false;
+    if (/^(1|true|yes|on)$/i.test(raw)) return true;
+    if (/^(0|false|no|off)$/i.test(raw)) return false;
+    const entries = list('TRUST_PROXY');
+    const bad = entries.filter((e) => !isProxyAddress(e));
+    if (bad.length > 0) {
+      problems.push(`TRUST_PROXY must be true, false or a comma-separated list of IPs/CIDRs, got "${raw}"`);
+      return false;
+    }
+    return entries;
+  };
+  const corsOrigins = (): string[] => {
+    const origins = list('CORS_ORIGINS');
+    const bad = origins.filter((o) => o !== '*' && !isOrigin(o));
+    if (bad.length > 0) problems.push(`CORS_ORIGINS must be '*' or comma-separated origins like https://app.example.com, got "${bad.join(', ')}"`);
+    return bad.length > 0 ? [] : origins;
+  };
   const optional = (name: string): string | undefined => env[name] || undefined;
 
   const backend = str('ML_BACKEND', 'auto');
@@ -132,6 +197,14 @@ export function loadConfig(env: Env = process.env): Config {
       imagePixels: int('MAX_IMAGE_PIXELS', 40_000_000, 1),
       predictBytes: int('MAX_PREDICT_BYTES', 16 * 1024 * 1024, 1),
       trainingImageBytes: int('MAX_TRAINING_IMAGE_BYTES', 4 * 1024 * 1024 * 1024, 1),
+      jsonBodyBytes: int('MAX_JSON_BODY_BYTES', 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    },
+    http: {
+      trustProxy: trustProxy(),
+      corsOrigins: corsOrigins(),
+      requestTimeoutMs: int('REQUEST_TIMEOUT_MS', 600_000, 0, 24 * 3_600_000),
+      uploadIdleTimeoutMs: int('UPLOAD_IDLE_TIMEOUT_MS', 30_000, 0, 3_600_000),
+      keepAliveTimeoutMs: int('KEEP_ALIVE_TIMEOUT_MS', 72_000, 1, 3_600_000),
     },
     modelCacheSize: int('MODEL_CACHE_SIZE', 4, 1, 1000),
     dataDir: str('DATA_DIR', '.data'),

@@ -114,14 +114,18 @@ export const HyperparametersSchema = Type.Object(
   { additionalProperties: false },
 );
 
+/** An id as Postgres stores it: the canonical 8-4-4-4-12 hex form only. ajv's `uuid` format also
+ * lets `urn:uuid:…` through, which Postgres then refuses with an error instead of a miss. */
+export const UUID_PATTERN = '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
+
 export const BaseModelRefSchema = Type.Union([
   Type.String({ minLength: 1, maxLength: 100 }),
-  Type.Object({ modelId: Type.String({ format: 'uuid' }) }, { additionalProperties: false }),
+  Type.Object({ modelId: Type.String({ pattern: UUID_PATTERN }) }, { additionalProperties: false }),
 ]);
 
 export const JobSpecSchema = Type.Object(
   {
-    datasetId: Type.String({ format: 'uuid' }),
+    datasetId: Type.String({ pattern: UUID_PATTERN }),
     baseModel: BaseModelRefSchema,
     strategy: Type.Optional(Type.Union(literals(STRATEGIES), { default: 'feature_extraction' })),
     hyperparameters: Type.Optional(HyperparametersSchema),

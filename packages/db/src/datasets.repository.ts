@@ -6,8 +6,17 @@ import { pageArgs, toPage, type Page, type PageRequest } from './pagination.ts';
 export class DatasetsRepository {
   constructor(private readonly db: Db) {}
 
+  /**
+   * `counts` is keyed by class name, and class names are folder names from the uploaded archive:
+   * `__proto__` is a legitimate one. Prisma silently drops `__proto__` keys from Json input, so
+   * the column is written as JSON text by hand (reads keep such keys: they use JSON.parse).
+   */
   create(data: Prisma.DatasetCreateInput): Promise<Dataset> {
-    return this.db.dataset.create({ data });
+    return this.db.$transaction(async (tx) => {
+      await tx.dataset.create({ data: { ...data, counts: {} } });
+      await tx.$executeRaw`UPDATE datasets SET counts = ${JSON.stringify(data.counts)}::jsonb WHERE id = ${data.id}::uuid`;
+      return tx.dataset.findUniqueOrThrow({ where: { id: data.id } });
+    });
   }
 
   get(id: string): Promise<Dataset | null> {
@@ -21,14 +30,16 @@ export class DatasetsRepository {
 
   /**
    * First half of a delete: refuses while a job still needs the data, then marks the row
-   * `deleting` so no new job can start on it while its objects are removed.
+   * `deleting` so no new job can start on it while its objects are removed. Null when there is
+   * no ready dataset to delete — including when a concurrent delete got there first (it waited
+   * on the row lock, then finds the row `deleting` or gone): exactly one delete proceeds.
    */
   async beginDelete(id: string): Promise<Dataset | null> {
     return this.db.$transaction(async (tx) => {
       // Row lock: a concurrent POST /v1/jobs takes the same lock before inserting its job.
-      const locked = await tx.$queryRaw<{ id: string }[]>`
-        SELECT id FROM datasets WHERE id = ${id}::uuid FOR UPDATE`;
-      if (locked.length === 0) return null;
+      const locked = await tx.$queryRaw<{ status: string }[]>`
+        SELECT status::text AS status FROM datasets WHERE id = ${id}::uuid FOR UPDATE`;
+      if (locked[0]?.status !== 'ready') return null;
       const active = await tx.job.count({ where: { datasetId: id, status: { in: [...ACTIVE_STATUSES] } } });
       if (active > 0) {
         throw new DomainError('dataset_in_use', `dataset ${id} is used by ${active} unfinished job(s)`, 409);
@@ -37,7 +48,13 @@ export class DatasetsRepository {
     });
   }
 
+  /** Puts back a dataset whose delete could not remove its objects, so it can be retried. */
+  async abortDelete(id: string): Promise<void> {
+    await this.db.dataset.updateMany({ where: { id, status: 'deleting' }, data: { status: 'ready' } });
+  }
+
   async finishDelete(id: string): Promise<void> {
-    await this.db.dataset.delete({ where: { id } });
+    // deleteMany: no error should the row already be gone.
+    await this.db.dataset.deleteMany({ where: { id, status: 'deleting' } });
   }
 }

@@ -194,7 +194,10 @@ export class JobsRepository {
       if (!job) return null;
       const removed = await tx.job.deleteMany({ where: { id, status: { in: ['succeeded', 'failed', 'canceled'] } } });
       if (removed.count === 0) {
-        throw new DomainError('job_not_finished', `job ${id} is ${job.status}; cancel it first`, 409);
+        // A concurrent delete removed it while this one waited: as if it never existed.
+        const still = await tx.job.findUnique({ where: { id }, select: { status: true } });
+        if (!still) return null;
+        throw new DomainError('job_not_finished', `job ${id} is ${still.status}; cancel it first`, 409);
       }
       return { modelId: job.model?.id ?? null };
     });

@@ -378,13 +378,19 @@ export async function inspectDatasetZip(
   await Promise.all(inFlight);
 
   const entries = index.entries.filter((e) => ok.has(e.path));
-  const counts: DatasetSummary['counts'] = { train: {}, val: {} };
-  for (const c of index.classes) {
-    counts.train[c] = 0;
-    counts.val[c] = 0;
-  }
-  for (const e of entries) counts[e.split][e.label]!++;
-  const empty = index.classes.filter((c) => counts.train[c] === 0);
+  // Class names are folder names from the archive: `__proto__`, `constructor`, `toString` are
+  // ordinary classes here. Counted in Maps (an object literal would resolve those names to
+  // Object.prototype's members and let an empty class through the check below), returned as
+  // null-prototype records, on which every name is an own property.
+  const tally = { train: new Map<string, number>(), val: new Map<string, number>() };
+  for (const e of entries) tally[e.split].set(e.label, (tally[e.split].get(e.label) ?? 0) + 1);
+  const record = (split: Map<string, number>): Record<string, number> => {
+    const out = Object.create(null) as Record<string, number>;
+    for (const c of index.classes) out[c] = split.get(c) ?? 0;
+    return out;
+  };
+  const counts: DatasetSummary['counts'] = { train: record(tally.train), val: record(tally.val) };
+  const empty = index.classes.filter((c) => !tally.train.has(c));
   if (empty.length > 0) {
     throw new DatasetError('empty_class', `No decodable training images for class(es): ${empty.join(', ')}`);
   }

@@ -19,6 +19,36 @@ export interface DatasetCounts {
   skippedFiles: { path: string; reason: string }[];
 }
 
+export const MAX_DATASET_NAME_LENGTH = 200;
+
+// C0 and C1 control characters and DEL (NUL among them, which Postgres text refuses), and lone
+// surrogates: nothing a person types into a name.
+// eslint-disable-next-line no-control-regex
+const NAME_FORBIDDEN = /[\u0000-\u001f\u007f-\u009f]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+// eslint-disable-next-line no-control-regex
+const NAME_FORBIDDEN_ALL = new RegExp(NAME_FORBIDDEN.source, 'g');
+
+/**
+ * A `name` as the client sent it: refused rather than repaired, so what is stored is what was
+ * asked for. `truncated` is the multipart field-size limit having cut the value.
+ */
+export function checkDatasetName(name: string, truncated = false): string {
+  if (truncated || [...name].length > MAX_DATASET_NAME_LENGTH) {
+    throw new DomainError('name_too_long', `name must be at most ${MAX_DATASET_NAME_LENGTH} characters`, 400);
+  }
+  if (NAME_FORBIDDEN.test(name)) {
+    throw new DomainError('invalid_name', 'name must not contain control characters', 400);
+  }
+  return name;
+}
+
+/** The name a dataset gets without one: the upload's file name, made storable rather than
+ * refused (it is a default, not something the client asked for). */
+function defaultName(filename: string, id: string): string {
+  const cleaned = filename.replace(NAME_FORBIDDEN_ALL, ' ').replace(/\.zip$/i, '').trim();
+  return [...cleaned].slice(0, MAX_DATASET_NAME_LENGTH).join('').trim() || id;
+}
+
 /** An upload written to a private temp dir; `discard()` removes it whatever happens next. */
 export interface StagedArchive {
   zipPath: string;
@@ -87,7 +117,7 @@ export async function createDataset(deps: AppDeps, staged: StagedArchive, name: 
   try {
     return await deps.datasets.create({
       id,
-      name: name?.trim() || staged.filename.replace(/\.zip$/i, '') || id,
+      name: (name === undefined ? '' : checkDatasetName(name).trim()) || defaultName(staged.filename, id),
       storageKey,
       sizeBytes: BigInt(staged.sizeBytes),
       sha256: staged.sha256,
@@ -107,14 +137,24 @@ export async function getDataset(deps: AppDeps, id: string): Promise<Dataset> {
   return dataset;
 }
 
+/**
+ * Only one of several concurrent deletes of a dataset wins `beginDelete`; the others find it
+ * already going and answer 404, as for any dataset that is not (or no longer) there. If the
+ * objects cannot be removed, the dataset is put back so the delete can be retried.
+ */
 export async function deleteDataset(deps: AppDeps, id: string): Promise<void> {
   const dataset = await deps.datasets.beginDelete(id);
   if (!dataset) throw new NotFoundError('dataset', id);
-  await deps.store.deletePrefix(keys.datasetPrefix(id));
-  // Cached embeddings live under cache/embeddings/<base>/<datasetId>/ for every base used.
-  const cached = await deps.store.list('cache/embeddings/');
-  const prefixes = new Set(cached.map((o) => o.key).filter((k) => k.includes(`/${id}/`)).map((k) => k.slice(0, k.indexOf(`/${id}/`) + id.length + 2)));
-  for (const prefix of prefixes) await deps.store.deletePrefix(prefix);
+  try {
+    await deps.store.deletePrefix(keys.datasetPrefix(id));
+    // Cached embeddings live under cache/embeddings/<base>/<datasetId>/ for every base used.
+    const cached = await deps.store.list('cache/embeddings/');
+    const prefixes = new Set(cached.map((o) => o.key).filter((k) => k.includes(`/${id}/`)).map((k) => k.slice(0, k.indexOf(`/${id}/`) + id.length + 2)));
+    for (const prefix of prefixes) await deps.store.deletePrefix(prefix);
+  } catch (error) {
+    await deps.datasets.abortDelete(id).catch(() => undefined);
+    throw error;
+  }
   await deps.datasets.finishDelete(id);
 }
 

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import yazl from 'yazl';
-import { DomainError, NotFoundError } from '@finetune/core';
+import { DomainError, isDomainError, NotFoundError } from '@finetune/core';
 import type { Model } from '@finetune/db';
 import { decodeImage, predictImages } from '@finetune/ml';
 import { keys } from '@finetune/storage';
@@ -62,6 +62,8 @@ export async function predict(deps: AppDeps, cache: ModelCache, id: string, imag
       try {
         return await decodeImage(image, model.inputSize, { maxPixels: deps.config.limits.imagePixels });
       } catch (error) {
+        // A format we do not take at all (SVG, …) is refused before decoding: 415.
+        if (isDomainError(error)) throw new DomainError(error.code, `instance ${i}: ${error.message}`, error.status);
         throw new DomainError('invalid_image', `instance ${i} is not a decodable image: ${(error as Error).message}`, 422);
       }
     }),

@@ -3,8 +3,10 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Readable } from 'node:stream';
 import { DomainError } from '@finetune/core';
 import type { AppDeps } from '../../deps.ts';
+import { multipartParts } from '../../plugins/multipart.ts';
 import { IdParams, ListQuery } from '../../schemas.ts';
 import {
+  checkDatasetName,
   createDataset,
   deleteDataset,
   getDataset,
@@ -26,9 +28,14 @@ export async function datasetRoutes(fastify: FastifyInstance, { deps }: { deps: 
     let name: string | undefined;
     let staged: StagedArchive | undefined;
     try {
-      for await (const part of request.parts()) {
+      for await (const part of multipartParts(request)) {
         if (part.type === 'field') {
-          if (part.fieldname === 'name' && typeof part.value === 'string') name = part.value;
+          // Checked as soon as it arrives: a bad name ends the request before the zip is read.
+          if (part.fieldname === 'name') {
+            // A part sent as application/json arrives parsed: only text is a name.
+            if (typeof part.value !== 'string') throw new DomainError('invalid_name', 'name must be a text field', 400);
+            name = checkDatasetName(part.value, part.valueTruncated);
+          }
         } else if (part.fieldname === 'file' && !staged) {
           const file = part.file as Readable & { truncated: boolean };
           staged = await stageArchive(deps, { stream: file, truncated: () => file.truncated, filename: part.filename });

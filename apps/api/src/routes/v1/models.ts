@@ -3,6 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Compile } from 'typebox/compile';
 import { DomainError } from '@finetune/core';
 import type { AppDeps } from '../../deps.ts';
+import { multipartParts } from '../../plugins/multipart.ts';
 import { IdParams, PredictJsonBody } from '../../schemas.ts';
 import type { ModelCache } from '../../services/model-cache.ts';
 import { downloadModel, getModel, predict, presentModel } from '../../services/models.service.ts';
@@ -27,10 +28,15 @@ export async function modelRoutes(fastify: FastifyInstance, { deps, cache }: { d
       .send(zip);
   });
 
-  app.post('/v1/models/:id/predict', { schema: { params: IdParams } }, async (request) => {
+  // The JSON form carries its images as base64: as much as one MAX_PREDICT_BYTES upload, plus
+  // room for the JSON around it.
+  const { predictBytes, jsonBodyBytes } = deps.config.limits;
+  const predictBodyLimit = Math.max(jsonBodyBytes, Math.ceil(predictBytes / 3) * 4 + 64 * 1024);
+
+  app.post('/v1/models/:id/predict', { schema: { params: IdParams }, bodyLimit: predictBodyLimit }, async (request) => {
     const images: Buffer[] = [];
     if (request.isMultipart()) {
-      for await (const part of request.parts({ limits: { fileSize: deps.config.limits.predictBytes } })) {
+      for await (const part of multipartParts(request, { limits: { fileSize: predictBytes } })) {
         if (part.type === 'file' && part.fieldname === 'file') images.push(await part.toBuffer());
         else if (part.type === 'file') part.file.resume();
       }
