@@ -159,6 +159,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   return teardown;
 }
 
+/** Drops the run's database and the per-file copies test/setup-env.ts made of it. */
 async function dropDatabase(databaseUrl: string): Promise<void> {
   const url = new URL(databaseUrl);
   const name = decodeURIComponent(url.pathname.slice(1));
@@ -166,8 +167,11 @@ async function dropDatabase(databaseUrl: string): Promise<void> {
   const admin = new pg.Client({ connectionString: url.toString() });
   await admin.connect();
   try {
-    // FORCE (PG 13+) ends connections a test leaked instead of failing the drop.
-    await admin.query(`DROP DATABASE IF EXISTS "${name.replace(/"/g, '""')}" WITH (FORCE)`);
+    const copies = await admin.query<{ datname: string }>('SELECT datname FROM pg_database WHERE starts_with(datname, $1)', [`${name}_f`]);
+    for (const db of [...copies.rows.map((r) => r.datname), name]) {
+      // FORCE (PG 13+) ends connections a test leaked instead of failing the drop.
+      await admin.query(`DROP DATABASE IF EXISTS "${db.replace(/"/g, '""')}" WITH (FORCE)`);
+    }
   } finally {
     await admin.end();
   }
