@@ -9,14 +9,19 @@
 //    processes with the resolved environment. A child that dies is restarted with backoff
 //    (launcher/supervisor.ts). SIGINT/SIGTERM/SIGHUP stop the children gracefully, then the
 //    embedded servers, and exit 0.
+//  - API_KEY_SECRET unset → <DATA_DIR>/api-key-secret (mode 600), created on the first start.
+//    ADMIN_API_KEY unset → <DATA_DIR>/admin-api-key (mode 600), created and printed once with the
+//    command that uses it on the first start, read back afterwards.
 //  - Any start-up failure prints one `[start] …` line saying what failed and what to do, exit 1.
 import { spawn } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type Config } from '../packages/core/src/config.ts';
 import { applyMigrations, ensureDatabase, redact } from '../packages/db/src/migrate.ts';
+import { generateApiKey, keyPrefix } from '../apps/api/src/auth/api-keys.ts';
 import { S3ObjectStore, startEmbeddedS3 } from '../packages/storage/src/index.ts';
 import { assertPortFree, describe, pingRedis, step, StartupError } from './launcher/checks.ts';
 import { startEmbeddedPostgres } from './launcher/postgres.ts';
@@ -112,6 +117,10 @@ async function main(): Promise<void> {
       `API on http://${resolved.host}:${resolved.port}`,
   );
 
+  await step(`cannot read or create the API credentials in ${dataDir}`, 'check that DATA_DIR is writable', () =>
+    ensureCredentials(dataDir, resolved),
+  );
+
   if (exiting) return; // a signal arrived during start-up
   for (const [name, entry] of [
     ['api', 'apps/api/src/server.ts'],
@@ -120,6 +129,48 @@ async function main(): Promise<void> {
     const child = new Supervisor({ name, log, spawn: () => spawnChild(name, entry) });
     children.push(child);
     child.start();
+  }
+}
+
+/**
+ * The server secret API keys are hashed under, and the bootstrap admin key: from the environment
+ * if set, else from files in DATA_DIR, created (mode 600) on the first start. The admin key is
+ * printed only when it is created.
+ */
+async function ensureCredentials(dataDir: string, config: Config): Promise<void> {
+  const readOrCreate = async (path: string, create: () => string): Promise<{ value: string; created: boolean }> => {
+    try {
+      const value = (await readFile(path, 'utf8')).trim();
+      if (value) {
+        await chmod(path, 0o600);
+        return { value, created: false };
+      }
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    const value = create();
+    await writeFile(path, `${value}\n`, { mode: 0o600 });
+    return { value, created: true };
+  };
+
+  if (!env.API_KEY_SECRET) {
+    const path = join(dataDir, 'api-key-secret');
+    const secret = await readOrCreate(path, () => randomBytes(32).toString('hex'));
+    env.API_KEY_SECRET = secret.value;
+    log(secret.created ? `created the API key secret in ${path}` : `API key secret: ${path}`);
+  }
+  if (!env.ADMIN_API_KEY) {
+    const path = join(dataDir, 'admin-api-key');
+    const admin = await readOrCreate(path, () => generateApiKey().key);
+    env.ADMIN_API_KEY = admin.value;
+    const base = `http://${config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host}:${config.port}`;
+    if (admin.created) {
+      log(`created an admin API key (shown once; kept in ${path}, mode 600):`);
+      log(`  ${admin.value}`);
+      log(`use it: curl -H "Authorization: Bearer $(cat ${path})" ${base}/v1/datasets`);
+    } else {
+      log(`admin API key ${keyPrefix(admin.value) ? `ft_${keyPrefix(admin.value)}_…` : ''} in ${path}: curl -H "Authorization: Bearer $(cat ${path})" ${base}/v1/datasets`);
+    }
   }
 }
 

@@ -27,7 +27,7 @@ function expectProblem(res: request.Response, status: number, code: string) {
 }
 
 async function upload(zip: Buffer, app = t) {
-  return request(app.app.server).post('/v1/datasets').attach('file', zip, 'data.zip');
+  return app.http.post('/v1/datasets').attach('file', zip, 'data.zip');
 }
 
 beforeAll(async () => {
@@ -71,15 +71,15 @@ describe('dataset uploads', () => {
   });
 
   it('rejects a request that is not multipart, or has no file', async () => {
-    expectProblem(await request(t.app.server).post('/v1/datasets').send({ file: 'x' }), 415, 'multipart_required');
-    expectProblem(await request(t.app.server).post('/v1/datasets').field('name', 'x'), 400, 'file_required');
+    expectProblem(await t.http.post('/v1/datasets').send({ file: 'x' }), 415, 'multipart_required');
+    expectProblem(await t.http.post('/v1/datasets').field('name', 'x'), 400, 'file_required');
   });
 
   it('counts a corrupt image as skipped when its class still has good ones', async () => {
     const res = await upload(zipOf({ 'a/1.png': png, 'a/2.png': 'garbage', 'b/1.png': png, 'README.txt': 'hi' }));
     expect(res.status, JSON.stringify(res.body)).toBe(201);
     expect(res.body.counts).toMatchObject({ train: { a: 1, b: 1 }, skipped: 1 });
-    await request(t.app.server).delete(`/v1/datasets/${res.body.id}`).expect(204);
+    await t.http.delete(`/v1/datasets/${res.body.id}`).expect(204);
   });
 });
 
@@ -124,72 +124,72 @@ describe('job specs', () => {
   for (const [name, body, status, code] of cases) {
     it(`rejects ${name} with ${status} ${code} and creates no job`, async () => {
       const before = await stored();
-      expectProblem(await request(t.app.server).post('/v1/jobs').send(body() as object), status, code);
+      expectProblem(await t.http.post('/v1/jobs').send(body() as object), status, code);
       expect(await stored()).toEqual(before);
     });
   }
 
   it('rejects malformed JSON', async () => {
-    const res = await request(t.app.server).post('/v1/jobs').set('content-type', 'application/json').send('{"datasetId": ');
+    const res = await t.http.post('/v1/jobs').set('content-type', 'application/json').send('{"datasetId": ');
     expectProblem(res, 400, 'malformed_json');
   });
 
   it('honours Idempotency-Key: the same spec twice is one job, a different spec is refused', async () => {
     const key = randomUUID();
     const spec = { datasetId, baseModel: 'mobilenet_v2', hyperparameters: { epochs: 1 } };
-    const first = await request(t.app.server).post('/v1/jobs').set('idempotency-key', key).send(spec).expect(202);
-    const second = await request(t.app.server).post('/v1/jobs').set('idempotency-key', key).send(spec).expect(200);
+    const first = await t.http.post('/v1/jobs').set('idempotency-key', key).send(spec).expect(202);
+    const second = await t.http.post('/v1/jobs').set('idempotency-key', key).send(spec).expect(200);
     expect(second.body.id).toBe(first.body.id);
-    const other = await request(t.app.server).post('/v1/jobs').set('idempotency-key', key).send({ ...spec, hyperparameters: { epochs: 2 } });
+    const other = await t.http.post('/v1/jobs').set('idempotency-key', key).send({ ...spec, hyperparameters: { epochs: 2 } });
     expectProblem(other, 422, 'idempotency_key_reused');
-    await request(t.app.server).post(`/v1/jobs/${first.body.id}/cancel`).expect(202);
+    await t.http.post(`/v1/jobs/${first.body.id}/cancel`).expect(202);
   });
 });
 
 describe('lookups and predict', () => {
   it('answers 404 problem+json for unknown ids and routes, 400 for malformed ids', async () => {
     for (const path of [`/v1/datasets/${randomUUID()}`, `/v1/jobs/${randomUUID()}`, `/v1/models/${randomUUID()}`, `/v1/models/${randomUUID()}/download`]) {
-      expectProblem(await request(t.app.server).get(path), 404, path.split('/')[2]!.replace(/s$/, '') + '_not_found');
+      expectProblem(await t.http.get(path), 404, path.split('/')[2]!.replace(/s$/, '') + '_not_found');
     }
-    expectProblem(await request(t.app.server).get('/v1/nothing-here'), 404, 'route_not_found');
-    expectProblem(await request(t.app.server).get('/v1/jobs/not-a-uuid'), 400, 'validation_error');
-    expectProblem(await request(t.app.server).post(`/v1/jobs/${randomUUID()}/cancel`), 404, 'job_not_found');
+    expectProblem(await t.http.get('/v1/nothing-here'), 404, 'route_not_found');
+    expectProblem(await t.http.get('/v1/jobs/not-a-uuid'), 400, 'validation_error');
+    expectProblem(await t.http.post(`/v1/jobs/${randomUUID()}/cancel`), 404, 'job_not_found');
   });
 
   it('rejects predict on a missing model, a non-image and an empty request', async () => {
-    const missing = await request(t.app.server).post(`/v1/models/${randomUUID()}/predict`).attach('file', png, 'x.png');
+    const missing = await t.http.post(`/v1/models/${randomUUID()}/predict`).attach('file', png, 'x.png');
     expectProblem(missing, 404, 'model_not_found');
 
     // A model row is enough here: input is rejected before the model's files are read.
     const dataset = await t.deps.db.dataset.create({
-      data: { id: randomUUID(), name: 'p', storageKey: 'x', sizeBytes: 1n, sha256: 'x', layout: 'flat', classes: ['a', 'b'], counts: { train: { a: 1, b: 1 }, val: {}, skipped: 0, ignored: 0, skippedFiles: [] } },
+      data: { id: randomUUID(), tenantId: t.tenantId, name: 'p', storageKey: 'x', sizeBytes: 1n, sha256: 'x', layout: 'flat', classes: ['a', 'b'], counts: { train: { a: 1, b: 1 }, val: {}, skipped: 0, ignored: 0, skippedFiles: [] } },
     });
     const job = await t.deps.db.job.create({
-      data: { id: randomUUID(), datasetId: dataset.id, baseModel: 'mobilenet_v2', strategy: 'feature_extraction', spec: {}, epochs: 1, status: 'succeeded' },
+      data: { id: randomUUID(), tenantId: t.tenantId, datasetId: dataset.id, baseModel: 'mobilenet_v2', strategy: 'feature_extraction', spec: {}, epochs: 1, status: 'succeeded' },
     });
     const model = await t.deps.db.model.create({
-      data: { id: randomUUID(), jobId: job.id, baseModel: 'mobilenet_v2', labels: ['a', 'b'], inputSize: 224, storagePrefix: 'x', metrics: {} },
+      data: { id: randomUUID(), tenantId: t.tenantId, jobId: job.id, baseModel: 'mobilenet_v2', labels: ['a', 'b'], inputSize: 224, storagePrefix: 'x', metrics: {} },
     });
-    const notImage = await request(t.app.server).post(`/v1/models/${model.id}/predict`).attach('file', Buffer.from('%PDF-1.4 not an image'), 'x.pdf');
+    const notImage = await t.http.post(`/v1/models/${model.id}/predict`).attach('file', Buffer.from('%PDF-1.4 not an image'), 'x.pdf');
     expectProblem(notImage, 422, 'invalid_image');
-    const badB64 = await request(t.app.server).post(`/v1/models/${model.id}/predict`).send({ instances: [{ b64: '***' }] });
+    const badB64 = await t.http.post(`/v1/models/${model.id}/predict`).send({ instances: [{ b64: '***' }] });
     expectProblem(badB64, 400, 'invalid_base64');
-    const empty = await request(t.app.server).post(`/v1/models/${model.id}/predict`).send({ instances: [] });
+    const empty = await t.http.post(`/v1/models/${model.id}/predict`).send({ instances: [] });
     expectProblem(empty, 400, 'validation_error');
-    const noBody = await request(t.app.server).post(`/v1/models/${model.id}/predict`).send({});
+    const noBody = await t.http.post(`/v1/models/${model.id}/predict`).send({});
     expectProblem(noBody, 400, 'validation_error');
   });
 });
 
 describe('operations', () => {
   it('reports health and readiness of Postgres, Redis and S3', async () => {
-    await request(t.app.server).get('/healthz').expect(200, { status: 'ok' });
-    const ready = await request(t.app.server).get('/readyz').expect(200);
+    await t.http.get('/healthz').expect(200, { status: 'ok' });
+    const ready = await t.http.get('/readyz').expect(200);
     expect(ready.body.checks).toEqual({ database: { ok: true }, redis: { ok: true }, storage: { ok: true } });
   });
 
   it('lists the base-model zoo', async () => {
-    const res = await request(t.app.server).get('/v1/base-models').expect(200);
+    const res = await t.http.get('/v1/base-models').expect(200);
     const ids = res.body.items.map((m: { id: string }) => m.id);
     expect(ids).toEqual(expect.arrayContaining(['mobilenet_v2', 'inception_v3', 'small_cnn']));
     expect(res.body.items[0]).toMatchObject({ id: 'mobilenet_v2', inputSize: 224, embeddingSize: 1280, available: true });

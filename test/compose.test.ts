@@ -181,6 +181,8 @@ describe('docker-compose.yml', () => {
         cwd: root,
         encoding: 'utf8',
         timeout: 60_000,
+        // The api service requires both (README "Security"): compose refuses to run without them.
+        env: { ...process.env, API_KEY_SECRET: 'a'.repeat(64), ADMIN_API_KEY: 'b'.repeat(48) },
       });
       expect(r.stderr, `${cli!.join(' ')} ${extra.join(' ')} config -q`).not.toMatch(/error|invalid/i);
       expect(r.status).toBe(0);

@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import request from 'supertest';
 import pino from 'pino';
 import { unzipSync, strFromU8 } from 'fflate';
 import * as tf from '@tensorflow/tfjs';
@@ -21,7 +20,7 @@ let worker: RunningWorker;
 let datasetId: string;
 
 async function jobStatus(id: string, wanted: string[]) {
-  const res = await request(t.app.server).get(`/v1/jobs/${id}`).expect(200);
+  const res = await t.http.get(`/v1/jobs/${id}`).expect(200);
   return wanted.includes(res.body.status) ? res.body : undefined;
 }
 
@@ -29,7 +28,7 @@ beforeAll(async () => {
   t = await buildTestApp();
   worker = startWorker(t.config, pino({ level: 'warn' }));
   const zip = await mnistFolderZip(DIGITS, 40);
-  const res = await request(t.app.server)
+  const res = await t.http
     .post('/v1/datasets')
     .field('name', 'mnist 0-2')
     .attach('file', zip, 'digits.zip')
@@ -44,7 +43,7 @@ afterAll(async () => {
 
 describe('end to end', () => {
   it('describes the uploaded dataset', async () => {
-    const res = await request(t.app.server).get(`/v1/datasets/${datasetId}`).expect(200);
+    const res = await t.http.get(`/v1/datasets/${datasetId}`).expect(200);
     expect(res.body).toMatchObject({
       id: datasetId,
       name: 'mnist 0-2',
@@ -52,13 +51,13 @@ describe('end to end', () => {
       classes: ['0', '1', '2'],
       counts: { train: { '0': 40, '1': 40, '2': 40 }, images: 120, skipped: 0 },
     });
-    const list = await request(t.app.server).get('/v1/datasets').expect(200);
+    const list = await t.http.get('/v1/datasets').expect(200);
     expect(list.body.items.map((d: { id: string }) => d.id)).toContain(datasetId);
   });
 
   it('trains feature_extraction on mobilenet_v2, serves and exports a model that beats chance', { timeout: 400_000 }, async () => {
     const epochs = 15;
-    const created = await request(t.app.server)
+    const created = await t.http
       .post('/v1/jobs')
       .send({
         datasetId,
@@ -81,7 +80,7 @@ describe('end to end', () => {
     expect(job.finishedAt).not.toBeNull();
 
     // One metrics row and one checkpoint per epoch.
-    const metrics = await request(t.app.server).get(`/v1/jobs/${job.id}/metrics`).expect(200);
+    const metrics = await t.http.get(`/v1/jobs/${job.id}/metrics`).expect(200);
     expect(metrics.body.items).toHaveLength(epochs);
     for (const [i, row] of metrics.body.items.entries()) {
       expect(row.epoch).toBe(i + 1);
@@ -95,7 +94,7 @@ describe('end to end', () => {
 
     // Retention (CHECKPOINTS_KEEP_LAST=1): the best epoch's checkpoint and the last one, each
     // whole (model, weights, resumable state), and no other checkpoint objects in storage.
-    const checkpoints = await request(t.app.server).get(`/v1/jobs/${job.id}/checkpoints`).expect(200);
+    const checkpoints = await t.http.get(`/v1/jobs/${job.id}/checkpoints`).expect(200);
     const kept: number[] = checkpoints.body.items.map((c: { epoch: number }) => c.epoch);
     expect(kept).toContain(epochs);
     expect(kept).toContain(job.metrics.best.epoch);
@@ -109,11 +108,11 @@ describe('end to end', () => {
       kept.flatMap(() => ['model.json', 'state.bin', 'weights.bin']).sort(),
     );
 
-    const model = await request(t.app.server).get(`/v1/models/${job.modelId}`).expect(200);
+    const model = await t.http.get(`/v1/models/${job.modelId}`).expect(200);
     expect(model.body).toMatchObject({ id: job.modelId, jobId: job.id, baseModel: 'mobilenet_v2', labels: ['0', '1', '2'], inputSize: 224 });
 
     // Download, unzip and open it with tfjs exactly as a browser would.
-    const download = await request(t.app.server)
+    const download = await t.http
       .get(`/v1/models/${job.modelId}/download`)
       .buffer(true)
       .parse((res, done) => {
@@ -153,11 +152,11 @@ describe('end to end', () => {
         truth.push(digit);
       }
     }
-    const served = await request(t.app.server)
+    const served = await t.http
       .post(`/v1/models/${job.modelId}/predict`)
       .send({ instances: images.slice(0, 32).map((b) => ({ b64: b.toString('base64') })) })
       .expect(200);
-    const servedRest = await request(t.app.server)
+    const servedRest = await t.http
       .post(`/v1/models/${job.modelId}/predict`)
       .send({ instances: images.slice(32).map((b) => ({ b64: b.toString('base64') })) })
       .expect(200);
@@ -177,7 +176,7 @@ describe('end to end', () => {
     expect(accuracy).toBeGreaterThan(0.7);
 
     // Multipart predict with one image.
-    const one = await request(t.app.server)
+    const one = await t.http
       .post(`/v1/models/${job.modelId}/predict`)
       .attach('file', images[0]!, 'digit.png')
       .expect(200);
@@ -190,22 +189,22 @@ describe('end to end', () => {
 
   it('cancels a queued job before it runs and a running job after its current batch', { timeout: 400_000 }, async () => {
     const spec = { datasetId, baseModel: 'mobilenet_v2', strategy: 'feature_extraction', hyperparameters: { epochs: 500, batchSize: 4 } };
-    const running = await request(t.app.server).post('/v1/jobs').send(spec).expect(202);
-    const queued = await request(t.app.server).post('/v1/jobs').send(spec).expect(202);
+    const running = await t.http.post('/v1/jobs').send(spec).expect(202);
+    const queued = await t.http.post('/v1/jobs').send(spec).expect(202);
 
     // Concurrency 1: the second job waits while the first runs.
-    const canceledQueued = await request(t.app.server).post(`/v1/jobs/${queued.body.id}/cancel`).expect(202);
+    const canceledQueued = await t.http.post(`/v1/jobs/${queued.body.id}/cancel`).expect(202);
     expect(canceledQueued.body.status).toBe('canceled');
 
     // A dataset in use cannot be deleted.
-    const inUse = await request(t.app.server).delete(`/v1/datasets/${datasetId}`).expect(409);
+    const inUse = await t.http.delete(`/v1/datasets/${datasetId}`).expect(409);
     expect(inUse.body.code).toBe('dataset_in_use');
 
     await waitFor('first epoch', async () => {
-      const res = await request(t.app.server).get(`/v1/jobs/${running.body.id}`).expect(200);
+      const res = await t.http.get(`/v1/jobs/${running.body.id}`).expect(200);
       return res.body.progress.epoch >= 1 ? res.body : undefined;
     }, 300_000);
-    await request(t.app.server).post(`/v1/jobs/${running.body.id}/cancel`).expect(202);
+    await t.http.post(`/v1/jobs/${running.body.id}/cancel`).expect(202);
     const stopped = await waitFor('cancellation', () => jobStatus(running.body.id, ['canceled', 'succeeded', 'failed']));
     expect(stopped.status).toBe('canceled');
     // At least one epoch had completed: the best one is kept as the job's model.
@@ -213,31 +212,31 @@ describe('end to end', () => {
     expect(stopped.stopReason).toBe('canceled');
     expect(stopped.progress.epoch).toBeLessThan(500);
 
-    const never = await request(t.app.server).get(`/v1/jobs/${queued.body.id}`).expect(200);
+    const never = await t.http.get(`/v1/jobs/${queued.body.id}`).expect(200);
     expect(never.body.status).toBe('canceled');
     expect(never.body.startedAt).toBeNull();
 
     // A finished job cannot be canceled again.
-    const again = await request(t.app.server).post(`/v1/jobs/${running.body.id}/cancel`).expect(409);
+    const again = await t.http.post(`/v1/jobs/${running.body.id}/cancel`).expect(409);
     expect(again.body.code).toBe('job_not_cancelable');
 
-    const jobs = await request(t.app.server).get('/v1/jobs?status=canceled&limit=1').expect(200);
+    const jobs = await t.http.get('/v1/jobs?status=canceled&limit=1').expect(200);
     expect(jobs.body.items).toHaveLength(1);
     expect(jobs.body.nextCursor).not.toBeNull();
-    const next = await request(t.app.server).get(`/v1/jobs?status=canceled&limit=1&cursor=${jobs.body.nextCursor}`).expect(200);
+    const next = await t.http.get(`/v1/jobs?status=canceled&limit=1&cursor=${jobs.body.nextCursor}`).expect(200);
     expect(next.body.items[0].id).not.toBe(jobs.body.items[0].id);
   });
 
   it('deletes a dataset with its stored archive once no job needs it', async () => {
     const key = `datasets/${datasetId}/source.zip`;
     expect(await t.deps.store.exists(key)).toBe(true);
-    await request(t.app.server).delete(`/v1/datasets/${datasetId}`).expect(204);
+    await t.http.delete(`/v1/datasets/${datasetId}`).expect(204);
     expect(await t.deps.store.exists(key)).toBe(false);
-    const gone = await request(t.app.server).get(`/v1/datasets/${datasetId}`).expect(404);
+    const gone = await t.http.get(`/v1/datasets/${datasetId}`).expect(404);
     expect(gone.headers['content-type']).toContain('application/problem+json');
     // Models trained on it outlive it.
-    const jobs = await request(t.app.server).get('/v1/jobs?status=succeeded').expect(200);
+    const jobs = await t.http.get('/v1/jobs?status=succeeded').expect(200);
     expect(jobs.body.items[0].datasetId).toBeNull();
-    await request(t.app.server).get(`/v1/models/${jobs.body.items[0].modelId}`).expect(200);
+    await t.http.get(`/v1/models/${jobs.body.items[0].modelId}`).expect(200);
   });
 });

@@ -1,6 +1,5 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import request from 'supertest';
 import pino from 'pino';
 import { QueueEvents } from 'bullmq';
 import { createWorkerConnection, TRAINING_QUEUE } from '@finetune/queue';
@@ -36,7 +35,7 @@ beforeAll(async () => {
   events = new QueueEvents(TRAINING_QUEUE, { connection: createWorkerConnection(t.config.redisUrl), prefix: t.config.queuePrefix });
   events.on('stalled', ({ jobId }) => stalled.push(jobId));
   await events.waitUntilReady();
-  const res = await request(t.app.server).post('/v1/datasets').attach('file', await mnistFolderZip([3, 7], 15), 'd.zip').expect(201);
+  const res = await t.http.post('/v1/datasets').attach('file', await mnistFolderZip([3, 7], 15), 'd.zip').expect(201);
   datasetId = res.body.id;
 });
 
@@ -48,7 +47,7 @@ afterAll(async () => {
 
 describe('faults', () => {
   it('retries a job whose training process is killed, and the retry succeeds', { timeout: 300_000 }, async () => {
-    const created = await request(t.app.server)
+    const created = await t.http
       .post('/v1/jobs')
       .send({ datasetId, baseModel: 'mobilenet_v2', hyperparameters: { epochs: 3, batchSize: 8 } })
       .expect(202);
@@ -57,13 +56,13 @@ describe('faults', () => {
     process.kill(pid, 'SIGKILL');
 
     const job = await waitFor('the retried job to finish', async () => {
-      const res = await request(t.app.server).get(`/v1/jobs/${jobId}`).expect(200);
+      const res = await t.http.get(`/v1/jobs/${jobId}`).expect(200);
       return ['succeeded', 'failed', 'canceled'].includes(res.body.status) ? res.body : undefined;
     }, 240_000);
     expect(job.error).toBeNull();
     expect(job.status).toBe('succeeded');
     expect(job.attempts).toBe(2);
-    const metrics = await request(t.app.server).get(`/v1/jobs/${jobId}/metrics`).expect(200);
+    const metrics = await t.http.get(`/v1/jobs/${jobId}/metrics`).expect(200);
     expect(metrics.body.items.map((m: { epoch: number }) => m.epoch)).toEqual([1, 2, 3]);
     // The worker survived: the whole job ran longer than many lock periods and never stalled.
     expect(stalled).toEqual([]);
@@ -73,12 +72,12 @@ describe('faults', () => {
     // The real fault: a full MobileNetV2 backward pass at batch 32 needs more memory than tfjs'
     // wasm heap can grow to (it aborts with "memory access out of bounds"). The same spec would
     // abort on every attempt.
-    const created = await request(t.app.server)
+    const created = await t.http
       .post('/v1/jobs')
       .send({ datasetId, baseModel: 'mobilenet_v2', strategy: 'full', hyperparameters: { epochs: 1, batchSize: 32 } })
       .expect(202);
     const job = await waitFor('the job to fail', async () => {
-      const res = await request(t.app.server).get(`/v1/jobs/${created.body.id}`).expect(200);
+      const res = await t.http.get(`/v1/jobs/${created.body.id}`).expect(200);
       return ['succeeded', 'failed', 'canceled'].includes(res.body.status) ? res.body : undefined;
     }, 240_000);
     expect(job.status).toBe('failed');
@@ -92,11 +91,11 @@ describe('faults', () => {
     const offline = await buildTestApp({ REDIS_URL: 'redis://127.0.0.1:1' });
     try {
       const before = await offline.deps.db.job.count();
-      const res = await request(offline.app.server).post('/v1/jobs').send({ datasetId, baseModel: 'mobilenet_v2' });
+      const res = await offline.http.post('/v1/jobs').send({ datasetId, baseModel: 'mobilenet_v2' });
       expect(res.status).toBe(503);
       expect(res.body.code).toBe('queue_unavailable');
       expect(await offline.deps.db.job.count()).toBe(before);
-      const ready = await request(offline.app.server).get('/readyz').expect(503);
+      const ready = await offline.http.get('/readyz').expect(503);
       expect(ready.body.checks.redis.ok).toBe(false);
       expect(ready.body.checks.redis.error).toContain('ECONNREFUSED');
       expect(ready.body.checks.database.ok).toBe(true);

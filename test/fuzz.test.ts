@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import sharp from 'sharp';
 import { OPTIMIZERS, STRATEGIES } from '@finetune/core';
-import { buildTestApp, type TestApp } from './support/app.ts';
+import { buildTestApp, TEST_ADMIN_API_KEY, type TestApp } from './support/app.ts';
 import { digitPng, zipOf } from './support/mnist-fixtures.ts';
 import { createTinyModel, listen, stagedUploads, svgUseBomb } from './support/hostile.ts';
 
@@ -51,6 +51,23 @@ interface Req {
   path: string;
   headers?: Record<string, string>;
   body?: Buffer | string;
+  /** The API key sent: the valid admin key (default), a wrong one, or none. A header in
+   * `headers` wins over it. */
+  auth?: 'valid' | 'invalid' | 'none';
+}
+
+/** Well-formed keys nobody issued, and malformed ones. */
+const INVALID_KEYS = [
+  `ft_${'0'.repeat(8)}_${'A'.repeat(43)}`,
+  TEST_ADMIN_API_KEY.slice(0, -1) + (TEST_ADMIN_API_KEY.endsWith('A') ? 'B' : 'A'),
+  'ft_short',
+  'x'.repeat(600),
+];
+
+function authHeader(r: Req): Record<string, string> {
+  if (r.auth === 'none') return {};
+  if (r.auth === 'invalid') return { authorization: `Bearer ${INVALID_KEYS[r.path.length % INVALID_KEYS.length]}` };
+  return { authorization: `Bearer ${TEST_ADMIN_API_KEY}` };
 }
 interface Res {
   status: number;
@@ -60,7 +77,8 @@ interface Res {
 
 function send(r: Req): Promise<Res> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method: r.method, path: r.path, headers: r.headers, agent }, (res) => {
+    const headers = { ...authHeader(r), ...r.headers };
+    const req = http.request({ host: '127.0.0.1', port, method: r.method, path: r.path, headers, agent }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', reject);
@@ -153,8 +171,10 @@ const ID_ROUTES: [string, string][] = [
   ['GET', '/v1/models/:id'],
   ['GET', '/v1/models/:id/download'],
   ['POST', '/v1/models/:id/predict'],
+  ['DELETE', '/v1/api-keys/:id'],
+  ['POST', '/v1/tenants/:id/api-keys'],
 ];
-const PATHS = ['/healthz', '/readyz', '/v1/base-models', '/v1/datasets', '/v1/jobs', ...ID_ROUTES.map(([, p]) => p), '/', '/v1', '/v1/', '/v2/jobs', '/v1/jobs/', '//v1/jobs'];
+const PATHS = ['/healthz', '/readyz', '/v1/base-models', '/v1/datasets', '/v1/jobs', '/v1/api-keys', '/v1/tenants', ...ID_ROUTES.map(([, p]) => p), '/', '/v1', '/v1/', '/v2/jobs', '/v1/jobs/', '//v1/jobs'];
 
 // Header values Node's client will send: tab, visible ASCII, Latin-1.
 const headerValue = fc.oneof(
@@ -533,6 +553,38 @@ describe(`fuzz (seed ${SEED})`, () => {
         },
       ),
       params(500),
+    );
+  });
+
+  it('credentials: a valid key, an invalid key, a malformed header and none, on every route', async () => {
+    const authorization = fc.oneof(
+      { weight: 3, arbitrary: fc.constantFrom<Req['auth']>('valid', 'invalid', 'none').map((auth) => ({ auth, header: null as string | null })) },
+      {
+        weight: 2,
+        arbitrary: fc
+          .oneof(
+            headerValue,
+            fc.constantFrom('Bearer', 'Bearer ', 'bearer', 'Basic dXNlcjpwYXNz', `Bearer  ${TEST_ADMIN_API_KEY}`, `Token ${TEST_ADMIN_API_KEY}`, `Bearer ${TEST_ADMIN_API_KEY} x`, `${TEST_ADMIN_API_KEY}`),
+            fc.string({ unit: 'grapheme-ascii', maxLength: 80 }).map((k) => `Bearer ${k}`),
+          )
+          .map((header) => ({ auth: 'none' as Req['auth'], header: header as string | null })),
+      },
+    );
+    const known = new Set(['/v1/base-models', '/v1/datasets', '/v1/jobs', '/v1/api-keys']);
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...ID_ROUTES, ...[...known].map((p) => ['GET', p] as [string, string])), authorization, async ([method, route], { auth, header }) => {
+        const path = route.replace(':id', ids.job);
+        const r: Req = { method, path, auth, headers: header === null ? {} : { authorization: header } };
+        const res = await send(r);
+        check(r, res);
+        // Without a usable key, every /v1 route answers 401 with a Bearer challenge, before anything else.
+        if (auth !== 'valid' && header === null) {
+          if (res.status !== 401 || !String(res.headers['www-authenticate']).startsWith('Bearer')) {
+            throw new Error(`expected 401 + WWW-Authenticate: ${describeReq(r)} → ${res.status} ${res.body.slice(0, 200)}`);
+          }
+        }
+      }),
+      params(400),
     );
   });
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import request from 'supertest';
 import { loadConfig } from '@finetune/core';
-import { buildTestApp, type TestApp } from './support/app.ts';
+import { buildTestApp, TEST_ADMIN_API_KEY, type TestApp } from './support/app.ts';
 import { digitPng, zipOf } from './support/mnist-fixtures.ts';
 import { createTinyModel, expectProblem, listen, multipartBody, rawHttp, stagedUploads, stored, svgUseBomb } from './support/hostile.ts';
 
@@ -29,7 +29,7 @@ beforeAll(async () => {
   png = await digitPng(3, 0);
   zip = zipOf({ 'a/1.png': png, 'b/1.png': png });
   model = await createTinyModel(t);
-  const res = await request(t.app.server).post('/v1/datasets').attach('file', zip, 'data.zip');
+  const res = await t.http.post('/v1/datasets').attach('file', zip, 'data.zip');
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   datasetId = res.body.id;
 });
@@ -65,12 +65,12 @@ describe('1. malformed multipart bodies are 400 malformed_multipart', () => {
   ];
   for (const [what, contentType, body] of cases) {
     it(`POST /v1/datasets with ${what}`, async () => {
-      await refusesCleanly(() => request(server()).post('/v1/datasets').set('content-type', contentType).send(body()), 400, 'malformed_multipart');
+      await refusesCleanly(() => t.http.post('/v1/datasets').set('content-type', contentType).send(body()), 400, 'malformed_multipart');
     });
     it(`POST /v1/models/:id/predict with ${what}`, async () => {
       const image = (b: Buffer) => Buffer.from(b.toString('latin1').replace(/d\.zip/g, 'x.png'), 'latin1');
       await refusesCleanly(
-        () => request(server()).post(`/v1/models/${model.modelId}/predict`).set('content-type', contentType).send(image(body())),
+        () => t.http.post(`/v1/models/${model.modelId}/predict`).set('content-type', contentType).send(image(body())),
         400,
         'malformed_multipart',
       );
@@ -78,9 +78,9 @@ describe('1. malformed multipart bodies are 400 malformed_multipart', () => {
   }
 
   it('still accepts a well-formed hand-built body', async () => {
-    const res = await request(server()).post('/v1/datasets').set('content-type', `multipart/form-data; boundary=${B}`).send(full());
+    const res = await t.http.post('/v1/datasets').set('content-type', `multipart/form-data; boundary=${B}`).send(full());
     expect(res.status, JSON.stringify(res.body)).toBe(201);
-    await request(server()).delete(`/v1/datasets/${res.body.id}`).expect(204);
+    await t.http.delete(`/v1/datasets/${res.body.id}`).expect(204);
   });
 });
 
@@ -102,10 +102,10 @@ describe('2. ids must be canonical UUIDs', () => {
   for (const [method, route] of routes) {
     it(`${method.toUpperCase()} ${route} with urn:uuid:… or {…} is 400`, async () => {
       for (const id of [urn, braces, encodeURIComponent(urn)]) {
-        await refusesCleanly(() => request(server())[method as 'get'](route.replace(':id', id)), 400, 'validation_error');
+        await refusesCleanly(() => t.http[method as 'get'](route.replace(':id', id)), 400, 'validation_error');
       }
       // The canonical form, in either case, is looked up (and missing).
-      let lookup = request(server())[method as 'get'](route.replace(':id', randomUUID().toUpperCase()));
+      let lookup = t.http[method as 'get'](route.replace(':id', randomUUID().toUpperCase()));
       if (route.endsWith('/predict')) lookup = lookup.attach('file', png, 'x.png');
       expect((await lookup).status).toBe(404);
     });
@@ -113,14 +113,14 @@ describe('2. ids must be canonical UUIDs', () => {
 
   it('?cursor= must be canonical on both lists', async () => {
     for (const path of ['/v1/datasets', '/v1/jobs']) {
-      await refusesCleanly(() => request(server()).get(path).query({ cursor: urn }), 400, 'validation_error');
+      await refusesCleanly(() => t.http.get(path).query({ cursor: urn }), 400, 'validation_error');
     }
   });
 
   it('datasetId and baseModel.modelId of a job spec must be canonical', async () => {
-    await refusesCleanly(() => request(server()).post('/v1/jobs').send({ datasetId: `urn:uuid:${datasetId}`, baseModel: 'mobilenet_v2' }), 400, 'validation_error');
+    await refusesCleanly(() => t.http.post('/v1/jobs').send({ datasetId: `urn:uuid:${datasetId}`, baseModel: 'mobilenet_v2' }), 400, 'validation_error');
     await refusesCleanly(
-      () => request(server()).post('/v1/jobs').send({ datasetId, baseModel: { modelId: `urn:uuid:${model.modelId}` }, strategy: 'fine_tune' }),
+      () => t.http.post('/v1/jobs').send({ datasetId, baseModel: { modelId: `urn:uuid:${model.modelId}` }, strategy: 'fine_tune' }),
       400,
       'validation_error',
     );
@@ -129,7 +129,7 @@ describe('2. ids must be canonical UUIDs', () => {
 
 describe('3. control characters in names', () => {
   const upload = (fields: Record<string, string>, filename = 'data.zip') => {
-    let req = request(server()).post('/v1/datasets');
+    let req = t.http.post('/v1/datasets');
     for (const [k, v] of Object.entries(fields)) req = req.field(k, v);
     return req.attach('file', zip, filename);
   };
@@ -145,41 +145,41 @@ describe('3. control characters in names', () => {
     await refusesCleanly(() => upload({ name: 'n'.repeat(1024 * 1024) }), 400, 'name_too_long');
     const ok = await upload({ name: 'n'.repeat(200) }).expect(201);
     expect(ok.body.name).toBe('n'.repeat(200));
-    await request(server()).delete(`/v1/datasets/${ok.body.id}`).expect(204);
+    await t.http.delete(`/v1/datasets/${ok.body.id}`).expect(204);
   });
 
   it('refuses a bad "name" sent after the file, and discards the staged file', async () => {
     const B = 'nameLast';
     const body = multipartBody(B, [{ name: 'file', filename: 'd.zip', data: zip }, { name: 'name', data: 'late\u0000name' }]);
-    await refusesCleanly(() => request(server()).post('/v1/datasets').set('content-type', `multipart/form-data; boundary=${B}`).send(body), 400, 'invalid_name');
+    await refusesCleanly(() => t.http.post('/v1/datasets').set('content-type', `multipart/form-data; boundary=${B}`).send(body), 400, 'invalid_name');
   });
 
   it('refuses a "name" part that is JSON, not text', async () => {
     const B = 'jsonName';
     const body = multipartBody(B, [{ name: 'name', contentType: 'application/json', data: '{"a":1}' }, { name: 'file', filename: 'd.zip', data: zip }]);
-    await refusesCleanly(() => request(server()).post('/v1/datasets').set('content-type', `multipart/form-data; boundary=${B}`).send(body), 400, 'invalid_name');
+    await refusesCleanly(() => t.http.post('/v1/datasets').set('content-type', `multipart/form-data; boundary=${B}`).send(body), 400, 'invalid_name');
   });
 
   it('makes a file name with control characters usable as the default name', async () => {
     const B = 'nulFile';
     const body = multipartBody(B, [{ name: 'file', filename: 'my\u0000da\u0001ta.zip', data: zip }]);
-    const res = await request(server()).post('/v1/datasets').set('content-type', `multipart/form-data; boundary=${B}`).send(body);
+    const res = await t.http.post('/v1/datasets').set('content-type', `multipart/form-data; boundary=${B}`).send(body);
     expect(res.status, JSON.stringify(res.body)).toBe(201);
     expect(res.body.name).toBe('my da ta');
-    await request(server()).delete(`/v1/datasets/${res.body.id}`).expect(204);
+    await t.http.delete(`/v1/datasets/${res.body.id}`).expect(204);
   });
 
   it('refuses NUL and lone surrogates anywhere in a JSON body with 400 invalid_character', async () => {
     const spec = (fromLayer: string) => ({ datasetId, baseModel: 'mobilenet_v2', strategy: 'fine_tune', hyperparameters: { unfreeze: { fromLayer } } });
     for (const raw of [JSON.stringify(spec('block_\u0000')), JSON.stringify(spec('x')).replace('"x"', '"\\ud800"'), JSON.stringify({ ...spec('x'), ['\u0000']: 1 })]) {
-      await refusesCleanly(() => request(server()).post('/v1/jobs').set('content-type', 'application/json').send(raw), 400, 'invalid_character');
+      await refusesCleanly(() => t.http.post('/v1/jobs').set('content-type', 'application/json').send(raw), 400, 'invalid_character');
     }
   });
 });
 
 describe('3b. hostile JSON structure', () => {
   it('answers prototype poisoning, a 1 MB nesting and duplicate keys with 4xx', async () => {
-    const post = (raw: string) => request(server()).post('/v1/jobs').set('content-type', 'application/json').send(raw);
+    const post = (raw: string) => t.http.post('/v1/jobs').set('content-type', 'application/json').send(raw);
     await refusesCleanly(() => post(`{"__proto__": {"x": 1}, "datasetId": "${datasetId}", "baseModel": "mobilenet_v2"}`), 400, 'malformed_json');
     await refusesCleanly(() => post(`{"constructor": {"prototype": {"x": 1}}, "datasetId": "${datasetId}", "baseModel": "mobilenet_v2"}`), 400, 'malformed_json');
     const depth = 400_000;
@@ -191,9 +191,9 @@ describe('3b. hostile JSON structure', () => {
 describe('4. concurrent deletes of one dataset', () => {
   it('one DELETE wins (204), the others are 404, and everything is gone', async () => {
     for (let round = 0; round < 3; round++) {
-      const created = await request(server()).post('/v1/datasets').attach('file', zip, 'd.zip').expect(201);
+      const created = await t.http.post('/v1/datasets').attach('file', zip, 'd.zip').expect(201);
       const id = created.body.id as string;
-      const results = await Promise.all(Array.from({ length: 4 }, () => request(server()).delete(`/v1/datasets/${id}`)));
+      const results = await Promise.all(Array.from({ length: 4 }, () => t.http.delete(`/v1/datasets/${id}`)));
       const statuses = results.map((r) => r.status).sort();
       expect(statuses).toEqual([204, 404, 404, 404]);
       for (const r of results.filter((r) => r.status === 404)) expectProblem(r, 404, 'dataset_not_found');
@@ -207,19 +207,19 @@ describe('5. class folders named like Object.prototype members', () => {
   for (const name of ['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf']) {
     it(`"${name}/" holding only an undecodable file is 422 empty_class`, async () => {
       const bad = zipOf({ 'a/1.png': png, [`${name}/x.png`]: 'not an image' });
-      const res = await refusesCleanly(() => request(server()).post('/v1/datasets').attach('file', bad, 'd.zip'), 422, 'empty_class');
+      const res = await refusesCleanly(() => t.http.post('/v1/datasets').attach('file', bad, 'd.zip'), 422, 'empty_class');
       expect(res.body.detail).toContain(name);
     });
   }
 
   it('"__proto__/" with a real image is an ordinary class', async () => {
-    const res = await request(server()).post('/v1/datasets').attach('file', zipOf({ 'a/1.png': png, '__proto__/1.png': png }), 'd.zip').expect(201);
+    const res = await t.http.post('/v1/datasets').attach('file', zipOf({ 'a/1.png': png, '__proto__/1.png': png }), 'd.zip').expect(201);
     expect(res.body.classes).toEqual(['__proto__', 'a']);
     expect(Object.getOwnPropertyDescriptor(res.body.counts.train, '__proto__')?.value).toBe(1);
     expect(res.body.counts.images).toBe(2);
-    const again = await request(server()).get(`/v1/datasets/${res.body.id}`).expect(200);
+    const again = await t.http.get(`/v1/datasets/${res.body.id}`).expect(200);
     expect(Object.getOwnPropertyDescriptor(again.body.counts.train, '__proto__')?.value).toBe(1);
-    await request(server()).delete(`/v1/datasets/${res.body.id}`).expect(204);
+    await t.http.delete(`/v1/datasets/${res.body.id}`).expect(204);
   });
 });
 
@@ -230,32 +230,32 @@ describe('6. formats outside the accepted list are refused before decoding', () 
     const started = Date.now();
     const files: Record<string, Buffer> = { 'a/1.png': png, 'b/1.png': png };
     for (let i = 0; i < 8; i++) files[`a/bomb${i}.png`] = bomb;
-    const res = await request(server()).post('/v1/datasets').attach('file', zipOf(files), 'd.zip');
+    const res = await t.http.post('/v1/datasets').attach('file', zipOf(files), 'd.zip');
     expect(res.status, JSON.stringify(res.body)).toBe(201);
     expect(Date.now() - started).toBeLessThan(3_000); // one rendering alone takes ~5 s
     expect(res.body.counts).toMatchObject({ train: { a: 1, b: 1 }, skipped: 8 });
     expect(res.body.counts.skippedFiles[0]).toMatchObject({ path: 'a/bomb0.png', reason: expect.stringContaining('SVG') });
-    await request(server()).delete(`/v1/datasets/${res.body.id}`).expect(204);
+    await t.http.delete(`/v1/datasets/${res.body.id}`).expect(204);
   });
 
   it('refuses a class of SVGs only with 422 empty_class', async () => {
-    await refusesCleanly(() => request(server()).post('/v1/datasets').attach('file', zipOf({ 'a/1.png': png, 'b/1.svg.png': bomb }), 'd.zip'), 422, 'empty_class');
+    await refusesCleanly(() => t.http.post('/v1/datasets').attach('file', zipOf({ 'a/1.png': png, 'b/1.svg.png': bomb }), 'd.zip'), 422, 'empty_class');
   });
 
   it('answers predict on an SVG with 415 unsupported_image_format, multipart or base64, at once', async () => {
     const started = Date.now();
-    expectProblem(await request(server()).post(`/v1/models/${model.modelId}/predict`).attach('file', bomb, 'x.png'), 415, 'unsupported_image_format');
+    expectProblem(await t.http.post(`/v1/models/${model.modelId}/predict`).attach('file', bomb, 'x.png'), 415, 'unsupported_image_format');
     const instances = Array.from({ length: 32 }, () => ({ b64: bomb.toString('base64') }));
-    expectProblem(await request(server()).post(`/v1/models/${model.modelId}/predict`).send({ instances }), 415, 'unsupported_image_format');
+    expectProblem(await t.http.post(`/v1/models/${model.modelId}/predict`).send({ instances }), 415, 'unsupported_image_format');
     expect(Date.now() - started).toBeLessThan(3_000);
   });
 
   it('still predicts on an accepted image, and says 422 invalid_image for data that is no image', async () => {
-    const res = await request(server()).post(`/v1/models/${model.modelId}/predict`).attach('file', png, 'x.png').expect(200);
+    const res = await t.http.post(`/v1/models/${model.modelId}/predict`).attach('file', png, 'x.png').expect(200);
     expect(res.body.predictions[0].label).toMatch(/^[ab]$/);
     const jpeg = await (await import('sharp')).default(png).jpeg().toBuffer();
-    await request(server()).post(`/v1/models/${model.modelId}/predict`).send({ instances: [{ b64: jpeg.toString('base64') }] }).expect(200);
-    expectProblem(await request(server()).post(`/v1/models/${model.modelId}/predict`).attach('file', Buffer.from('hello, not an image at all'), 'x.png'), 422, 'invalid_image');
+    await t.http.post(`/v1/models/${model.modelId}/predict`).send({ instances: [{ b64: jpeg.toString('base64') }] }).expect(200);
+    expectProblem(await t.http.post(`/v1/models/${model.modelId}/predict`).attach('file', Buffer.from('hello, not an image at all'), 'x.png'), 422, 'invalid_image');
   });
 });
 
@@ -270,7 +270,7 @@ describe('7. slow clients', () => {
 
   const B = 'slowBoundary';
   const head = (length: number, path = '/v1/datasets') =>
-    `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=${B}\r\nContent-Length: ${length}\r\n\r\n`;
+    `POST ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TEST_ADMIN_API_KEY}\r\nContent-Type: multipart/form-data; boundary=${B}\r\nContent-Length: ${length}\r\n\r\n`;
 
   async function expectTimedOut(res: Awaited<ReturnType<typeof rawHttp>>, code: string) {
     expect(res.status, res.body).toBe(408);
@@ -327,7 +327,7 @@ describe('7. slow clients', () => {
     const third = Math.ceil(body.length / 3);
     const res = await rawHttp(port, [head(body.length), body.subarray(0, third), 200, body.subarray(third, 2 * third), 200, body.subarray(2 * third)], 5_000);
     expect(res.status, res.body).toBe(201);
-    await request(slow.app.server).delete(`/v1/datasets/${JSON.parse(res.body).id}`).expect(204);
+    await slow.http.delete(`/v1/datasets/${JSON.parse(res.body).id}`).expect(204);
   });
 });
 
@@ -342,36 +342,36 @@ describe('8. the smaller ones', () => {
       { maxRuntimeSeconds: [60] },
     ];
     for (const extra of cases) {
-      const res = await refusesCleanly(() => request(server()).post('/v1/jobs').send({ datasetId, baseModel: 'mobilenet_v2', ...extra }), 400, 'validation_error');
+      const res = await refusesCleanly(() => t.http.post('/v1/jobs').send({ datasetId, baseModel: 'mobilenet_v2', ...extra }), 400, 'validation_error');
       expect(res.body.detail).toMatch(/must be/);
     }
-    await refusesCleanly(() => request(server()).post('/v1/jobs').send({ datasetId, baseModel: 123 }), 400, 'validation_error');
+    await refusesCleanly(() => t.http.post('/v1/jobs').send({ datasetId, baseModel: 123 }), 400, 'validation_error');
   });
 
   it('still parses ?limit= from the querystring, and refuses junk or repeats', async () => {
-    const res = await request(server()).get('/v1/datasets?limit=1').expect(200);
+    const res = await t.http.get('/v1/datasets?limit=1').expect(200);
     expect(res.body.items.length).toBeLessThanOrEqual(1);
     for (const qs of ['limit=abc', 'limit=1.5', 'limit=0', 'limit=1&limit=2', 'limit=', 'cursor=x&cursor=y', 'nope=1']) {
-      await refusesCleanly(() => request(server()).get(`/v1/datasets?${qs}`), 400, 'validation_error');
+      await refusesCleanly(() => t.http.get(`/v1/datasets?${qs}`), 400, 'validation_error');
     }
   });
 
   it('answers an unsupported method with 405 and Allow', async () => {
-    const put = await request(server()).put('/v1/datasets').send({});
+    const put = await t.http.put('/v1/datasets').send({});
     expectProblem(put, 405, 'method_not_allowed');
     expect(put.headers.allow?.split(', ').sort()).toEqual(['GET', 'HEAD', 'POST']);
-    const patch = await request(server()).patch(`/v1/jobs/${randomUUID()}`).send({});
+    const patch = await t.http.patch(`/v1/jobs/${randomUUID()}`).send({});
     expectProblem(patch, 405, 'method_not_allowed');
     expect(patch.headers.allow?.split(', ').sort()).toEqual(['DELETE', 'GET', 'HEAD']);
-    const get = await request(server()).get(`/v1/models/${randomUUID()}/predict`);
+    const get = await t.http.get(`/v1/models/${randomUUID()}/predict`);
     expectProblem(get, 405, 'method_not_allowed');
     expect(get.headers.allow).toBe('POST');
-    expectProblem(await request(server()).put('/v1/nothing-here'), 404, 'route_not_found');
+    expectProblem(await t.http.put('/v1/nothing-here'), 404, 'route_not_found');
   });
 
   it('answers 414, 431 and unparseable requests with problem+json', async () => {
-    expectProblem(await request(server()).get(`/v1/datasets/${'a'.repeat(500)}`), 414, 'uri_too_long');
-    expectProblem(await request(server()).get('/v1/datasets/%E0%A4%A'), 400, 'bad_url');
+    expectProblem(await t.http.get(`/v1/datasets/${'a'.repeat(500)}`), 414, 'uri_too_long');
+    expectProblem(await t.http.get('/v1/datasets/%E0%A4%A'), 400, 'bad_url');
     const port = await listen(t);
     const big = await rawHttp(port, [`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`]);
     expect(big.status).toBe(431);
@@ -386,45 +386,45 @@ describe('8. the smaller ones', () => {
 
   it('keeps a plain X-Request-Id and replaces anything else', async () => {
     const ok = 'client-1.2:trace_ID';
-    expect((await request(server()).get('/healthz').set('x-request-id', ok)).headers['x-request-id']).toBe(ok);
+    expect((await t.http.get('/healthz').set('x-request-id', ok)).headers['x-request-id']).toBe(ok);
     for (const bad of ['has space', 'a'.repeat(129), 'semi;colon', '<script>', 'é']) {
-      const id = (await request(server()).get('/healthz').set('x-request-id', bad)).headers['x-request-id'];
+      const id = (await t.http.get('/healthz').set('x-request-id', bad)).headers['x-request-id'];
       expect(id).not.toBe(bad);
       expect(id).toMatch(/^[0-9a-f-]{36}$/);
     }
-    expect((await request(server()).get('/healthz')).headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+    expect((await t.http.get('/healthz')).headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
   });
 
   it('limits JSON bodies to MAX_JSON_BODY_BYTES, except /predict which takes a base64 image', async () => {
     const huge = { datasetId, baseModel: 'mobilenet_v2', hyperparameters: { classWeights: { a: 1 } }, pad: 'x'.repeat(2 * 1024 * 1024) };
-    await refusesCleanly(() => request(server()).post('/v1/jobs').send(huge), 413, 'body_too_large');
+    await refusesCleanly(() => t.http.post('/v1/jobs').send(huge), 413, 'body_too_large');
     // 3 MB of base64 is over the JSON limit but within /predict's: it is read, then judged.
-    const res = await request(server()).post(`/v1/models/${model.modelId}/predict`).send({ instances: [{ b64: Buffer.alloc(2_300_000, 7).toString('base64') }] });
+    const res = await t.http.post(`/v1/models/${model.modelId}/predict`).send({ instances: [{ b64: Buffer.alloc(2_300_000, 7).toString('base64') }] });
     expectProblem(res, 422, 'invalid_image');
   });
 
   it('sends security headers and no CORS headers unless configured', async () => {
-    const res = await request(server()).get('/healthz').set('origin', 'https://evil.example');
+    const res = await t.http.get('/healthz').set('origin', 'https://evil.example');
     expect(res.headers['x-content-type-options']).toBe('nosniff');
     expect(res.headers['content-security-policy']).toContain("default-src 'none'");
     expect(res.headers['access-control-allow-origin']).toBeUndefined();
-    const problem = await request(server()).get('/v1/nothing-here');
+    const problem = await t.http.get('/v1/nothing-here');
     expect(problem.headers['x-content-type-options']).toBe('nosniff');
 
     const withCors = await buildTestApp({ CORS_ORIGINS: 'https://app.example' });
     try {
-      const allowed = await request(withCors.app.server).get('/healthz').set('origin', 'https://app.example');
+      const allowed = await withCors.http.get('/healthz').set('origin', 'https://app.example');
       expect(allowed.headers['access-control-allow-origin']).toBe('https://app.example');
-      const other = await request(withCors.app.server).get('/healthz').set('origin', 'https://evil.example');
+      const other = await withCors.http.get('/healthz').set('origin', 'https://evil.example');
       expect(other.headers['access-control-allow-origin']).toBeUndefined();
-      const preflight = await request(withCors.app.server)
+      const preflight = await withCors.http
         .options('/v1/jobs')
         .set('origin', 'https://app.example')
         .set('access-control-request-method', 'POST');
       expect(preflight.status).toBe(204);
       // Its catch-all OPTIONS route does not turn unknown paths into 405s.
-      expectProblem(await request(withCors.app.server).put('/v1/nothing-here'), 404, 'route_not_found');
-      const put = await request(withCors.app.server).put('/v1/datasets');
+      expectProblem(await withCors.http.put('/v1/nothing-here'), 404, 'route_not_found');
+      const put = await withCors.http.put('/v1/datasets');
       expectProblem(put, 405, 'method_not_allowed');
       expect(put.headers.allow?.split(', ').sort()).toEqual(['GET', 'HEAD', 'OPTIONS', 'POST']);
     } finally {

@@ -1,6 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import request from 'supertest';
 import { Worker } from 'bullmq';
 import { canTransition, JOB_STATUSES, TERMINAL_STATUSES, type JobStatusName } from '@finetune/core';
 import { LeaseLostError } from '@finetune/db';
@@ -17,7 +16,7 @@ let datasetId: string;
 beforeAll(async () => {
   t = await buildTestApp({ QUEUE_PREFIX: `finetune-lifecycle-${randomBytes(4).toString('hex')}` });
   const zip = await mnistFolderZip([2, 5], 5);
-  datasetId = (await request(t.app.server).post('/v1/datasets').attach('file', zip, 'd.zip').expect(201)).body.id;
+  datasetId = (await t.http.post('/v1/datasets').attach('file', zip, 'd.zip').expect(201)).body.id;
 });
 
 afterAll(async () => {
@@ -25,7 +24,7 @@ afterAll(async () => {
 });
 
 async function newJob(): Promise<string> {
-  const { job } = await t.deps.jobs.create({ id: randomUUID(), datasetId, baseModel: 'small_cnn', strategy: 'scratch', spec: {}, epochs: 3 });
+  const { job } = await t.deps.jobs.create({ id: randomUUID(), tenantId: t.tenantId, datasetId, baseModel: 'small_cnn', strategy: 'scratch', spec: {}, epochs: 3 });
   return job.id;
 }
 
@@ -78,7 +77,7 @@ describe('leases', () => {
     expect((await t.deps.jobs.get(id))).toMatchObject({ status: 'succeeded', stopReason: 'completed', leaseToken: null, model: { id: modelId } });
     expect(await t.deps.jobs.fail(id, { code: 'late', message: 'a late event' })).toBe(false);
     expect(await t.deps.jobs.claim(id, { attempt: 2 })).toBeNull();
-    await expect(t.deps.jobs.requestCancel(id)).rejects.toMatchObject({ code: 'job_not_cancelable', status: 409 });
+    await expect(t.deps.jobs.requestCancel(t.tenantId, id)).rejects.toMatchObject({ code: 'job_not_cancelable', status: 409 });
     expect(await status(id)).toBe('succeeded');
   });
 
@@ -91,7 +90,7 @@ describe('leases', () => {
     expect(await t.deps.jobs.get(id)).toMatchObject({ status: 'retrying', errorCode: 'worker_lost', leaseToken: null });
     expect(await t.deps.jobs.heartbeat(id, run!.lease)).toBe(false);
     // Canceling a job that waits for redelivery ends it at once.
-    expect(await t.deps.jobs.requestCancel(id)).toBe('canceled');
+    expect(await t.deps.jobs.requestCancel(t.tenantId, id)).toBe('canceled');
     expect(await t.deps.jobs.claim(id, { attempt: 2 })).toBeNull();
   });
 });

@@ -6,7 +6,7 @@
 // and worker; the embedded PostgreSQL has its own group and is killed through postmaster.pid.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, rmdir, symlink } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, rmdir, stat, symlink } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -199,6 +199,19 @@ describe('npm start (scripts/start.ts)', () => {
     await waitForHttp(launcher, `http://127.0.0.1:${port}/healthz`);
     expect(childPids(launcher.child.pid!)).toEqual(expect.arrayContaining([apiPid, workerPid]));
 
+    // First start: a server secret and an admin key in DATA_DIR (mode 600); the key is printed
+    // once, by the launcher, with the command that uses it — and works.
+    const keyFile = join(dataDir, 'admin-api-key');
+    const adminKey = (await readFile(keyFile, 'utf8')).trim();
+    expect(adminKey).toMatch(/^ft_[0-9a-f]{8}_[A-Za-z0-9_-]{43}$/);
+    expect((await stat(keyFile)).mode & 0o777).toBe(0o600);
+    expect((await stat(join(dataDir, 'api-key-secret'))).mode & 0o777).toBe(0o600);
+    expect(launcher.output).toContain(`curl -H "Authorization: Bearer $(cat ${keyFile})"`);
+    expect(launcher.output.split('\n').filter((line) => line.includes(adminKey))).toEqual([`[start]   ${adminKey}`]);
+    const url = `http://127.0.0.1:${port}/v1/datasets`;
+    expect((await fetch(url, { headers: { authorization: `Bearer ${adminKey}` } })).status).toBe(200);
+    expect((await fetch(url)).status).toBe(401);
+
     const before = launcher.output.length;
     process.kill(workerPid, 'SIGKILL');
     const died = await launcher.waitFor(
@@ -227,6 +240,16 @@ describe('npm start (scripts/start.ts)', () => {
     expect(afterStop).not.toMatch(/restarting it|started (api|worker)/);
     expect(alive(apiPid)).toBe(false);
     expect(alive(newWorkerPid)).toBe(false);
+
+    // A later start reads the same key back and does not print it again.
+    const again = new Launcher(launcherEnv({ PORT: String(port), DATA_DIR: dataDir }));
+    await waitForHttp(again, `http://127.0.0.1:${port}/healthz`);
+    expect((await fetch(url, { headers: { authorization: `Bearer ${adminKey}` } })).status).toBe(200);
+    expect((await readFile(keyFile, 'utf8')).trim()).toBe(adminKey);
+    expect(again.output).not.toContain(adminKey);
+    expect(again.output).toContain(`admin API key ft_${adminKey.slice(3, 11)}_… in ${keyFile}`);
+    process.kill(again.child.pid!, 'SIGTERM');
+    expect(await again.exited).toEqual({ code: 0, signal: null });
   });
 
   describe('start-up failures print one [start] line, no stack trace, and exit non-zero', () => {

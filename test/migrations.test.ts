@@ -367,13 +367,24 @@ describe('the migrated database matches schema.prisma', () => {
 describe('round trip through the generated client (Prisma 7 + @prisma/adapter-pg)', () => {
   it('creates and reads one row of every model', async () => {
     const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: databaseUrl }) });
+    const tenantId = randomUUID();
+    const otherTenantId = randomUUID();
     const datasetId = randomUUID();
     const jobId = randomUUID();
     const modelId = randomUUID();
     try {
+      await prisma.tenant.create({ data: { id: tenantId, name: 'ants' } });
+      await prisma.tenant.create({ data: { id: otherTenantId, name: 'bees' } });
+      const apiKey = await prisma.apiKey.create({
+        data: { id: randomUUID(), tenantId, prefix: randomBytes(4).toString('hex'), keyHash: 'f'.repeat(64) },
+      });
+      expect(apiKey).toMatchObject({ role: 'member', name: null, revokedAt: null });
+      expect(apiKey.createdAt).toBeInstanceOf(Date);
+
       const dataset = await prisma.dataset.create({
         data: {
           id: datasetId,
+          tenantId,
           name: 'ants and bees',
           storageKey: `datasets/${datasetId}/source.zip`,
           sizeBytes: 5_000_000_000n, // past 2^32: BIGINT, not INTEGER
@@ -389,6 +400,7 @@ describe('round trip through the generated client (Prisma 7 + @prisma/adapter-pg
       const job = await prisma.job.create({
         data: {
           id: jobId,
+          tenant: { connect: { id: tenantId } },
           dataset: { connect: { id: datasetId } },
           baseModel: 'mobilenet_v2',
           strategy: 'feature_extraction',
@@ -408,6 +420,7 @@ describe('round trip through the generated client (Prisma 7 + @prisma/adapter-pg
       await prisma.model.create({
         data: {
           id: modelId,
+          tenantId,
           jobId,
           baseModel: 'mobilenet_v2',
           labels: ['ants', 'bees'],
@@ -431,12 +444,17 @@ describe('round trip through the generated client (Prisma 7 + @prisma/adapter-pg
       expect(full.model).toMatchObject({ id: modelId, labels: ['ants', 'bees'], metrics: { valAcc: 0.8 } });
       expect(full.status).toBe('succeeded');
 
-      // The unique idempotency key is enforced (P2002).
+      // The idempotency key is unique per tenant (P2002); another tenant may use the same one.
       await expect(
         prisma.job.create({
-          data: { id: randomUUID(), baseModel: 'x', strategy: 'x', spec: {}, idempotencyKey: `key-${jobId}`, epochs: 1 },
+          data: { id: randomUUID(), tenantId, baseModel: 'x', strategy: 'x', spec: {}, idempotencyKey: `key-${jobId}`, epochs: 1 },
         }),
       ).rejects.toMatchObject({ code: 'P2002' });
+      const otherJobId = randomUUID();
+      await prisma.job.create({
+        data: { id: otherJobId, tenantId: otherTenantId, baseModel: 'x', strategy: 'x', spec: {}, idempotencyKey: `key-${jobId}`, epochs: 1 },
+      });
+      await prisma.job.delete({ where: { id: otherJobId } });
 
       // Deleting the dataset keeps the job (SET NULL); deleting the job cascades to the rest.
       await prisma.dataset.delete({ where: { id: datasetId } });
@@ -448,6 +466,9 @@ describe('round trip through the generated client (Prisma 7 + @prisma/adapter-pg
     } finally {
       await prisma.job.deleteMany({ where: { id: jobId } });
       await prisma.dataset.deleteMany({ where: { id: datasetId } });
+      // Deleting a tenant takes its keys with it (CASCADE); its data must go first (RESTRICT).
+      await prisma.tenant.deleteMany({ where: { id: { in: [tenantId, otherTenantId] } } });
+      expect(await prisma.apiKey.count({ where: { tenantId } })).toBe(0);
       await prisma.$disconnect();
     }
   });
@@ -535,5 +556,52 @@ describe('applyMigrations', () => {
     await expect(applyMigrations(scratchUrl, dir)).rejects.toThrow(
       /stuck started but never finished/,
     );
+  });
+});
+
+describe('the tenants migration', () => {
+  it('gives rows that predate tenants to the default tenant', async () => {
+    const url = new URL(databaseUrl);
+    url.pathname = `/${url.pathname.slice(1)}_t${randomBytes(3).toString('hex')}`;
+    const scratch = url.toString();
+    const dir = await mkdtemp(join(tmpdir(), 'finetune-migrations-'));
+    try {
+      await ensureDatabase(scratch);
+      const all = await readMigrations();
+      const tenants = all.findIndex((m) => m.name.endsWith('_tenants'));
+      expect(tenants).toBeGreaterThan(0);
+      // Everything before it, then a dataset, a job and a model, then the rest.
+      for (const m of all.slice(0, tenants)) await cp(join(DEFAULT_MIGRATIONS_DIR, m.name), join(dir, m.name), { recursive: true });
+      await applyMigrations(scratch, dir);
+      const client = new pg.Client({ connectionString: scratch });
+      await client.connect();
+      try {
+        const [d, j, m] = [randomUUID(), randomUUID(), randomUUID()];
+        await client.query(
+          `INSERT INTO datasets (id, name, "storageKey", "sizeBytes", sha256, layout, classes, counts) VALUES ($1, 'old', 'k', 1, 's', 'flat', '{a,b}', '{}')`,
+          [d],
+        );
+        await client.query(`INSERT INTO jobs (id, "datasetId", "baseModel", strategy, spec, "idempotencyKey", epochs) VALUES ($1, $2, 'x', 'x', '{}', 'k1', 1)`, [j, d]);
+        await client.query(`INSERT INTO models (id, "jobId", "baseModel", labels, "inputSize", "storagePrefix", metrics) VALUES ($1, $2, 'x', '{a,b}', 1, 'p', '{}')`, [m, j]);
+        for (const mig of all.slice(tenants)) await cp(join(DEFAULT_MIGRATIONS_DIR, mig.name), join(dir, mig.name), { recursive: true });
+        expect(await applyMigrations(scratch, dir)).toEqual(all.slice(tenants).map((x) => x.name));
+        const owners = await client.query(
+          `SELECT (SELECT "tenantId"::text FROM datasets) AS d, (SELECT "tenantId"::text FROM jobs) AS j, (SELECT "tenantId"::text FROM models) AS m,
+                  (SELECT name FROM tenants WHERE id = '00000000-0000-4000-8000-000000000000') AS name`,
+        );
+        expect(owners.rows[0]).toEqual({ d: '00000000-0000-4000-8000-000000000000', j: '00000000-0000-4000-8000-000000000000', m: '00000000-0000-4000-8000-000000000000', name: 'default' });
+      } finally {
+        await client.end();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+      const admin = new URL(scratch);
+      const name = admin.pathname.slice(1);
+      admin.pathname = '/postgres';
+      const c = new pg.Client({ connectionString: admin.toString() });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      await c.end();
+    }
   });
 });

@@ -3,7 +3,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import request from 'supertest';
 import { startEmbeddedS3, type EmbeddedS3 } from '@finetune/storage';
 import { buildTestApp, waitFor, type TestApp } from './support/app.ts';
 import { mnistFolderZip } from './support/mnist-fixtures.ts';
@@ -36,7 +35,7 @@ function worker(env: Record<string, string>): SpawnedProcess {
 
 async function upload(t: TestApp, perClass = 40): Promise<string> {
   const zip = await mnistFolderZip([1, 7], perClass);
-  return (await request(t.app.server).post('/v1/datasets').attach('file', zip, 'd.zip').expect(201)).body.id;
+  return (await t.http.post('/v1/datasets').attach('file', zip, 'd.zip').expect(201)).body.id;
 }
 
 const spec = (datasetId: string, epochs: number) => ({
@@ -47,7 +46,7 @@ const spec = (datasetId: string, epochs: number) => ({
 });
 
 async function getJob(t: TestApp, id: string) {
-  return (await request(t.app.server).get(`/v1/jobs/${id}`).expect(200)).body;
+  return (await t.http.get(`/v1/jobs/${id}`).expect(200)).body;
 }
 
 async function until(t: TestApp, id: string, what: string, check: (job: Record<string, unknown>) => boolean, timeoutMs = 240_000) {
@@ -60,7 +59,7 @@ async function until(t: TestApp, id: string, what: string, check: (job: Record<s
 const isFinished = (job: Record<string, unknown>) => ['succeeded', 'failed', 'canceled'].includes(job.status as string);
 
 async function epochs(t: TestApp, id: string): Promise<number[]> {
-  return (await request(t.app.server).get(`/v1/jobs/${id}/metrics`).expect(200)).body.items.map((m: { epoch: number }) => m.epoch);
+  return (await t.http.get(`/v1/jobs/${id}/metrics`).expect(200)).body.items.map((m: { epoch: number }) => m.epoch);
 }
 
 describe('recovery', () => {
@@ -72,7 +71,7 @@ describe('recovery', () => {
     worker(env);
     const datasetId = await upload(t);
     const ids: string[] = [];
-    for (let i = 0; i < 3; i++) ids.push((await request(t.app.server).post('/v1/jobs').send(spec(datasetId, 4)).expect(202)).body.id);
+    for (let i = 0; i < 3; i++) ids.push((await t.http.post('/v1/jobs').send(spec(datasetId, 4)).expect(202)).body.id);
     // One job training, the others waiting behind it (one worker, concurrency 1).
     await until(t, ids[0]!, 'an epoch committed', (job) => (job.progress as { epoch: number }).epoch >= 1);
     expect((await getJob(t, ids[2]!)).status).toBe('queued');
@@ -92,7 +91,7 @@ describe('recovery', () => {
     const env = { QUEUE_PREFIX: prefix(), WORKER_LOCK_DURATION_MS: '1000', RECONCILE_INTERVAL_MS: '2000' };
     const t = await app(env);
     const datasetId = await upload(t, 60);
-    const id = (await request(t.app.server).post('/v1/jobs').send(spec(datasetId, 200)).expect(202)).body.id;
+    const id = (await t.http.post('/v1/jobs').send(spec(datasetId, 200)).expect(202)).body.id;
     // BullMQ allows two stalls (maxStalledCount 2); the third run's death fails the job.
     for (let run = 1; run <= 3; run++) {
       const w = worker(env);
@@ -117,7 +116,7 @@ describe('recovery', () => {
     const t = await app(env);
     const w = worker(env);
     const datasetId = await upload(t);
-    const id = (await request(t.app.server).post('/v1/jobs').send(spec(datasetId, 8)).expect(202)).body.id;
+    const id = (await t.http.post('/v1/jobs').send(spec(datasetId, 8)).expect(202)).body.id;
     await until(t, id, 'an epoch committed', (job) => (job.progress as { epoch: number }).epoch >= 1);
 
     await s3.close();

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import request from 'supertest';
 import { Queue } from 'bullmq';
 import { createWorkerConnection, TRAINING_QUEUE } from '@finetune/queue';
 import { keys } from '@finetune/storage';
@@ -53,12 +52,12 @@ function worker(): SpawnedProcess {
 }
 
 async function createJob(): Promise<string> {
-  const res = await request(t.app.server).post('/v1/jobs').send(spec()).expect(202);
+  const res = await t.http.post('/v1/jobs').send(spec()).expect(202);
   return res.body.id;
 }
 
 async function job(id: string) {
-  return (await request(t.app.server).get(`/v1/jobs/${id}`).expect(200)).body;
+  return (await t.http.get(`/v1/jobs/${id}`).expect(200)).body;
 }
 
 async function finished(id: string) {
@@ -69,7 +68,7 @@ async function finished(id: string) {
 }
 
 async function metrics(id: string): Promise<Array<{ epoch: number; trainLoss: number; valLoss: number }>> {
-  return (await request(t.app.server).get(`/v1/jobs/${id}/metrics`).expect(200)).body.items;
+  return (await t.http.get(`/v1/jobs/${id}/metrics`).expect(200)).body.items;
 }
 
 /** Waits until `epoch` epochs are committed and the job is still training. */
@@ -98,7 +97,7 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 beforeAll(async () => {
   t = await buildTestApp(env);
   const zip = await mnistFolderZip([3, 8], 60);
-  datasetId = (await request(t.app.server).post('/v1/datasets').attach('file', zip, 'd.zip').expect(201)).body.id;
+  datasetId = (await t.http.post('/v1/datasets').attach('file', zip, 'd.zip').expect(201)).body.id;
 
   // The reference: the same spec, never interrupted.
   const w = worker();
@@ -184,7 +183,7 @@ describe('resume after a crash or a shutdown', () => {
     await killGroup(first, 'SIGTERM');
     expect((await job(id)).status).toBe('queued');
 
-    const canceled = await request(t.app.server).post(`/v1/jobs/${id}/cancel`).expect(202);
+    const canceled = await t.http.post(`/v1/jobs/${id}/cancel`).expect(202);
     expect(canceled.body).toMatchObject({ status: 'queued', cancelRequested: true });
     worker(); // resumes it only to stop and export
     const done = await finished(id);
@@ -192,7 +191,7 @@ describe('resume after a crash or a shutdown', () => {
     expect(done.modelId).toEqual(expect.any(String));
     const rows = await metrics(id);
     expect(rows.length).toBeGreaterThanOrEqual(2);
-    const model = (await request(t.app.server).get(`/v1/models/${done.modelId}`).expect(200)).body;
+    const model = (await t.http.get(`/v1/models/${done.modelId}`).expect(200)).body;
     expect(model.metrics.bestEpoch).toBe(done.metrics.best.epoch);
     expect(model.metrics.bestEpoch).toBeLessThanOrEqual(rows.length);
   });

@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import request from 'supertest';
 import pino from 'pino';
 import { startWorker, type RunningWorker } from '@finetune/worker';
 import { buildTestApp, waitFor, type TestApp } from './support/app.ts';
@@ -14,18 +13,18 @@ let t: TestApp;
 let worker: RunningWorker;
 
 async function upload(zip: Buffer): Promise<string> {
-  const res = await request(t.app.server).post('/v1/datasets').attach('file', zip, 'digits.zip');
+  const res = await t.http.post('/v1/datasets').attach('file', zip, 'digits.zip');
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   return res.body.id;
 }
 
 async function runJob(spec: object) {
-  const created = await request(t.app.server).post('/v1/jobs').send(spec);
+  const created = await t.http.post('/v1/jobs').send(spec);
   expect(created.status, JSON.stringify(created.body)).toBe(202);
   const job = await waitFor(
     `job ${created.body.id}`,
     async () => {
-      const res = await request(t.app.server).get(`/v1/jobs/${created.body.id}`).expect(200);
+      const res = await t.http.get(`/v1/jobs/${created.body.id}`).expect(200);
       return ['succeeded', 'failed', 'canceled'].includes(res.body.status) ? res.body : undefined;
     },
     400_000,
@@ -34,7 +33,7 @@ async function runJob(spec: object) {
 }
 
 async function model(id: string) {
-  return (await request(t.app.server).get(`/v1/models/${id}`).expect(200)).body;
+  return (await t.http.get(`/v1/models/${id}`).expect(200)).body;
 }
 
 beforeAll(async () => {
@@ -126,13 +125,13 @@ describe('prototypes and the embedding cache', () => {
     expect(m.evaluation.samples).toBeGreaterThan(0);
     console.log(`prototype (mobilenet_v2, 8 train images/class, 3 classes): val accuracy ${m.evaluation.accuracy.toFixed(3)}`);
     // It serves like any other model.
-    const res = await request(t.app.server).post(`/v1/models/${proto.modelId}/predict`).attach('file', await digitPng(1, 700), 'one.png').expect(200);
+    const res = await t.http.post(`/v1/models/${proto.modelId}/predict`).attach('file', await digitPng(1, 700), 'one.png').expect(200);
     expect(['0', '1', '7']).toContain(res.body.predictions[0].label);
 
     // Deleting the dataset removes its cached embeddings too.
-    expect((await t.deps.store.list(`cache/embeddings/mobilenet_v2/${datasetId}/`)).length).toBeGreaterThan(0);
-    await request(t.app.server).delete(`/v1/datasets/${datasetId}`).expect(204);
-    expect(await t.deps.store.list(`cache/embeddings/mobilenet_v2/${datasetId}/`)).toEqual([]);
+    expect((await t.deps.store.list(`cache/embeddings/${t.tenantId}/mobilenet_v2/${datasetId}/`)).length).toBeGreaterThan(0);
+    await t.http.delete(`/v1/datasets/${datasetId}`).expect(204);
+    expect(await t.deps.store.list(`cache/embeddings/${t.tenantId}/mobilenet_v2/${datasetId}/`)).toEqual([]);
   });
 });
 
@@ -151,7 +150,7 @@ describe('fine-tuning MobileNetV2 on wasm', () => {
     const m = await model(job.modelId);
     expect(m.metrics.trainableLayers.length).toBeGreaterThan(0);
     expect(m.metrics.trainableLayers.every((name: string) => name.startsWith('block_16') || name.startsWith('Conv_1'))).toBe(true);
-    const metrics = await request(t.app.server).get(`/v1/jobs/${job.id}/metrics`).expect(200);
+    const metrics = await t.http.get(`/v1/jobs/${job.id}/metrics`).expect(200);
     expect(metrics.body.items.map((r: { learningRate: number }) => r.learningRate)).toEqual([0.01, 0.01]);
 
     // A layer the base does not have fails the job at once (no retries), saying why.

@@ -1,25 +1,47 @@
+import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
+import supertest from 'supertest';
 import { loadConfig, type Config } from '@finetune/core';
 import { buildApp, closeAppDeps, createAppDeps, type AppDeps } from '@finetune/api';
+import { DEFAULT_TENANT_ID } from '@finetune/db';
+
+/** This test process's bootstrap admin key and server secret (every buildTestApp uses them). */
+export const TEST_ADMIN_API_KEY = `ft_${randomBytes(4).toString('hex')}_${randomBytes(32).toString('base64url')}`;
+export const TEST_API_KEY_SECRET = randomBytes(32).toString('hex');
 
 export interface TestApp {
   app: FastifyInstance;
   deps: AppDeps;
   config: Config;
+  /** Headers that authenticate as the bootstrap admin (default tenant): `.set(t.auth)`. */
+  auth: { authorization: string };
+  /** A supertest agent on the app that sends the admin key with every request. */
+  http: ReturnType<typeof supertest.agent>;
+  /** The tenant the admin key acts in. */
+  tenantId: string;
   close(): Promise<void>;
 }
 
-/** The real app on the test Postgres, Redis and S3 server the global setup started. */
-export async function buildTestApp(env: Record<string, string> = {}): Promise<TestApp> {
-  const config = loadConfig({ ...process.env, ...env });
+/**
+ * The real app on the test Postgres, Redis and S3 server the global setup started, with
+ * ADMIN_API_KEY and API_KEY_SECRET set (the caller's `env` may override them).
+ */
+export async function buildTestApp(env: Record<string, string> = {}, options: { logger?: boolean | object } = {}): Promise<TestApp> {
+  const config = loadConfig({ ...process.env, ADMIN_API_KEY: TEST_ADMIN_API_KEY, API_KEY_SECRET: TEST_API_KEY_SECRET, ...env });
   const deps = createAppDeps(config);
   await deps.store.ensureBucket();
-  const app = await buildApp(deps, { logger: false });
+  // Created here rather than on the first request: tests insert rows for it directly.
+  await deps.tenants.ensureDefault();
+  const app = await buildApp(deps, { logger: options.logger ?? false });
   await app.ready();
+  const auth = { authorization: `Bearer ${config.auth.adminApiKey ?? TEST_ADMIN_API_KEY}` };
   return {
     app,
     deps,
     config,
+    auth,
+    http: supertest.agent(app.server).set(auth),
+    tenantId: DEFAULT_TENANT_ID,
     async close() {
       await app.close();
       await closeAppDeps(deps);

@@ -128,7 +128,11 @@ export async function listen(t: TestApp): Promise<number> {
  * A real two-class model (28×28 RGB → softmax) with its rows and files, so /predict and
  * /download run to the end: a flatten + dense layer, random weights, trained on nothing.
  */
-export async function createTinyModel(t: TestApp, labels = ['a', 'b']): Promise<{ datasetId: string; jobId: string; modelId: string }> {
+export async function createTinyModel(
+  t: TestApp,
+  labels = ['a', 'b'],
+  tenantId = t.tenantId,
+): Promise<{ datasetId: string; jobId: string; modelId: string }> {
   await initBackend(t.config.mlBackend);
   const model = tf.sequential({
     layers: [tf.layers.flatten({ inputShape: [28, 28, 3] }), tf.layers.dense({ units: labels.length, activation: 'softmax' })],
@@ -141,6 +145,7 @@ export async function createTinyModel(t: TestApp, labels = ['a', 'b']): Promise<
   await t.deps.db.dataset.create({
     data: {
       id: datasetId,
+      tenantId,
       name: 'tiny',
       storageKey: `datasets/${datasetId}/source.zip`,
       sizeBytes: 1n,
@@ -151,10 +156,10 @@ export async function createTinyModel(t: TestApp, labels = ['a', 'b']): Promise<
     },
   });
   await t.deps.db.job.create({
-    data: { id: jobId, datasetId, baseModel: 'small_cnn', strategy: 'scratch', spec: {}, epochs: 1, status: 'succeeded' },
+    data: { id: jobId, tenantId, datasetId, baseModel: 'small_cnn', strategy: 'scratch', spec: {}, epochs: 1, status: 'succeeded' },
   });
   await t.deps.db.model.create({
-    data: { id: modelId, jobId, baseModel: 'small_cnn', labels, inputSize: 28, storagePrefix: keys.modelPrefix(modelId), metrics: {} },
+    data: { id: modelId, tenantId, jobId, baseModel: 'small_cnn', labels, inputSize: 28, storagePrefix: keys.modelPrefix(modelId), metrics: {} },
   });
   const files: Record<string, Buffer> = {
     'model.json': modelJson,

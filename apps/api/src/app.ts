@@ -4,6 +4,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import cors from '@fastify/cors';
 import helmet from '@fastify/helmet';
 import type { AppDeps } from './deps.ts';
+import { authenticate, decorateCaller } from './plugins/auth.ts';
 import { registerJsonBody } from './plugins/json-body.ts';
 import { registerMultipart } from './plugins/multipart.ts';
 import { clientErrorHandler, frameworkErrors, registerProblemDetails } from './plugins/problem-details.ts';
@@ -13,6 +14,7 @@ import { healthRoutes } from './routes/health.ts';
 import { baseModelRoutes } from './routes/v1/base-models.ts';
 import { datasetRoutes } from './routes/v1/datasets.ts';
 import { jobRoutes } from './routes/v1/jobs.ts';
+import { identityRoutes } from './routes/v1/identity.ts';
 import { modelRoutes } from './routes/v1/models.ts';
 import { ModelCache } from './services/model-cache.ts';
 
@@ -27,11 +29,48 @@ function requestId(req: IncomingMessage): string {
   return typeof given === 'string' && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
 }
 
+/** Thrown when the API cannot authenticate anybody: it must not start. */
+export class AuthConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AuthConfigError';
+  }
+}
+
+/**
+ * Refuses to start an API nobody could use or that could not check keys: no API_KEY_SECRET, or
+ * neither ADMIN_API_KEY nor a usable key in the database. (`npm start` provides both.)
+ */
+export async function checkAuthConfig(deps: AppDeps): Promise<string> {
+  const { apiKeySecret, adminApiKey } = deps.config.auth;
+  if (!apiKeySecret) {
+    throw new AuthConfigError(
+      'API_KEY_SECRET is not set: API keys are stored as HMAC-SHA-256 under this secret. Set it to ' +
+        '32+ random characters (e.g. `openssl rand -hex 32`), or run `npm start`, which creates one in <DATA_DIR>/api-key-secret',
+    );
+  }
+  if (!adminApiKey && !(await deps.apiKeys.anyActive())) {
+    throw new AuthConfigError(
+      'no API key exists and ADMIN_API_KEY is not set: nobody could call the API. Set ADMIN_API_KEY ' +
+        '(24+ characters, e.g. `openssl rand -hex 24`), or run `npm start`, which creates one in <DATA_DIR>/admin-api-key',
+    );
+  }
+  return apiKeySecret;
+}
+
+/** Log paths that must never be written: credentials. */
+const REDACT = ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization'];
+
 /** Builds the API without listening: tests inject requests, server.ts listens. */
 export async function buildApp(deps: AppDeps, options: { logger?: boolean | object } = {}): Promise<FastifyInstance> {
   const { config } = deps;
+  const secret = await checkAuthConfig(deps);
+  const logger =
+    options.logger === false
+      ? false
+      : { level: config.logLevel, redact: { paths: REDACT, censor: '[redacted]' }, ...(typeof options.logger === 'object' ? options.logger : {}) };
   const app = Fastify({
-    logger: options.logger ?? { level: config.logLevel },
+    logger,
     // Ids come from requestId() only: Fastify would trust the header verbatim.
     requestIdHeader: false,
     genReqId: requestId,
@@ -48,7 +87,9 @@ export async function buildApp(deps: AppDeps, options: { logger?: boolean | obje
     reply.header('x-request-id', request.id);
   });
 
-  registerProblemDetails(app);
+  // Everything under /v1 needs an API key; /healthz and /readyz stay open.
+  const onRequest = authenticate({ secret, adminApiKey: config.auth.adminApiKey, apiKeys: deps.apiKeys, tenants: deps.tenants });
+  registerProblemDetails(app, { authenticateV1: onRequest });
   registerBodyIdleTimeout(app, config.http.uploadIdleTimeoutMs);
   registerJsonBody(app);
   await app.register(helmet, {
@@ -63,7 +104,7 @@ export async function buildApp(deps: AppDeps, options: { logger?: boolean | obje
     await app.register(cors, {
       origin: config.http.corsOrigins.includes('*') ? '*' : config.http.corsOrigins,
       methods: ['GET', 'HEAD', 'POST', 'DELETE'],
-      allowedHeaders: ['content-type', 'idempotency-key', 'x-request-id'],
+      allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'x-request-id'],
       exposedHeaders: ['location', 'x-request-id'],
       maxAge: 600,
     });
@@ -73,10 +114,15 @@ export async function buildApp(deps: AppDeps, options: { logger?: boolean | obje
   const cache = new ModelCache(config.modelCacheSize, config.mlBackend);
   app.addHook('onClose', async () => cache.clear());
 
+  decorateCaller(app);
   await app.register(healthRoutes, { deps });
-  await app.register(baseModelRoutes);
-  await app.register(datasetRoutes, { deps });
-  await app.register(jobRoutes, { deps });
-  await app.register(modelRoutes, { deps, cache });
+  await app.register(async (v1) => {
+    v1.addHook('onRequest', onRequest);
+    await v1.register(baseModelRoutes);
+    await v1.register(identityRoutes, { deps });
+    await v1.register(datasetRoutes, { deps });
+    await v1.register(jobRoutes, { deps });
+    await v1.register(modelRoutes, { deps, cache });
+  });
   return app;
 }

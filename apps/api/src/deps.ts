@@ -1,5 +1,5 @@
 import type { Config } from '@finetune/core';
-import { createDb, DatasetsRepository, JobsRepository, ModelsRepository, type Db } from '@finetune/db';
+import { ApiKeysRepository, createDb, DatasetsRepository, JobsRepository, ModelsRepository, TenantsRepository, type Db } from '@finetune/db';
 import { createProducerConnection, TrainingQueue } from '@finetune/queue';
 import { S3ObjectStore, type ObjectStore } from '@finetune/storage';
 
@@ -12,6 +12,8 @@ export interface AppDeps {
   datasets: DatasetsRepository;
   jobs: JobsRepository;
   models: ModelsRepository;
+  tenants: TenantsRepository;
+  apiKeys: ApiKeysRepository;
 }
 
 export function createAppDeps(config: Config): AppDeps {
@@ -29,6 +31,8 @@ export function createAppDeps(config: Config): AppDeps {
     datasets: new DatasetsRepository(db),
     jobs: new JobsRepository(db),
     models: new ModelsRepository(db),
+    tenants: new TenantsRepository(db),
+    apiKeys: new ApiKeysRepository(db),
   };
 }
 

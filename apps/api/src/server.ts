@@ -1,9 +1,18 @@
 import { loadConfig } from '@finetune/core';
 import { leaseTimings, reconcile } from '@finetune/queue';
-import { buildApp, closeAppDeps, createAppDeps } from './app.ts';
+import { AuthConfigError, buildApp, checkAuthConfig, closeAppDeps, createAppDeps } from './app.ts';
 
 const config = loadConfig();
 const deps = createAppDeps(config);
+try {
+  await checkAuthConfig(deps);
+} catch (error) {
+  if (!(error instanceof AuthConfigError)) throw error;
+  // One clear line, no stack: what is missing and how to provide it.
+  console.error(`[api] refusing to start: ${error.message}`);
+  await closeAppDeps(deps).catch(() => undefined);
+  process.exit(1);
+}
 await deps.store.ensureBucket();
 const app = await buildApp(deps);
 

@@ -67,6 +67,12 @@ export interface Config {
   };
   modelCacheSize: number;
   dataDir: string;
+  auth: {
+    /** Server secret API keys are hashed under (HMAC-SHA-256). The API refuses to start without one. */
+    apiKeySecret: string | undefined;
+    /** A bootstrap admin key acting in the default tenant. */
+    adminApiKey: string | undefined;
+  };
 }
 
 type Env = Record<string, string | undefined>;
@@ -208,7 +214,18 @@ export function loadConfig(env: Env = process.env): Config {
     },
     modelCacheSize: int('MODEL_CACHE_SIZE', 4, 1, 1000),
     dataDir: str('DATA_DIR', '.data'),
+    auth: {
+      apiKeySecret: optional('API_KEY_SECRET'),
+      adminApiKey: optional('ADMIN_API_KEY'),
+    },
   };
+  const { apiKeySecret, adminApiKey } = config.auth;
+  if (apiKeySecret !== undefined && apiKeySecret.length < 32) {
+    problems.push('API_KEY_SECRET must be at least 32 characters (e.g. `openssl rand -hex 32`)');
+  }
+  if (adminApiKey !== undefined && (adminApiKey.length < 24 || /\s/.test(adminApiKey))) {
+    problems.push('ADMIN_API_KEY must be at least 24 characters with no whitespace (e.g. `openssl rand -hex 24`)');
+  }
 
   if (problems.length > 0) {
     throw new Error(`Invalid configuration:\n  - ${problems.join('\n  - ')}`);

@@ -11,7 +11,7 @@ export class DatasetsRepository {
    * `__proto__` is a legitimate one. Prisma silently drops `__proto__` keys from Json input, so
    * the column is written as JSON text by hand (reads keep such keys: they use JSON.parse).
    */
-  create(data: Prisma.DatasetCreateInput): Promise<Dataset> {
+  create(data: Prisma.DatasetUncheckedCreateInput): Promise<Dataset> {
     return this.db.$transaction(async (tx) => {
       await tx.dataset.create({ data: { ...data, counts: {} } });
       await tx.$executeRaw`UPDATE datasets SET counts = ${JSON.stringify(data.counts)}::jsonb WHERE id = ${data.id}::uuid`;
@@ -19,12 +19,13 @@ export class DatasetsRepository {
     });
   }
 
-  get(id: string): Promise<Dataset | null> {
-    return this.db.dataset.findUnique({ where: { id } });
+  /** A dataset of this tenant; another tenant's is null, exactly like a missing one. */
+  get(tenantId: string, id: string): Promise<Dataset | null> {
+    return this.db.dataset.findFirst({ where: { id, tenantId } });
   }
 
-  async list(page: PageRequest): Promise<Page<Dataset>> {
-    const rows = await this.db.dataset.findMany({ where: { status: 'ready' }, ...pageArgs(page) });
+  async list(tenantId: string, page: PageRequest): Promise<Page<Dataset>> {
+    const rows = await this.db.dataset.findMany({ where: { tenantId, status: 'ready' }, ...pageArgs(page) });
     return toPage(rows, page.limit);
   }
 
@@ -34,11 +35,11 @@ export class DatasetsRepository {
    * no ready dataset to delete — including when a concurrent delete got there first (it waited
    * on the row lock, then finds the row `deleting` or gone): exactly one delete proceeds.
    */
-  async beginDelete(id: string): Promise<Dataset | null> {
+  async beginDelete(tenantId: string, id: string): Promise<Dataset | null> {
     return this.db.$transaction(async (tx) => {
       // Row lock: a concurrent POST /v1/jobs takes the same lock before inserting its job.
       const locked = await tx.$queryRaw<{ status: string }[]>`
-        SELECT status::text AS status FROM datasets WHERE id = ${id}::uuid FOR UPDATE`;
+        SELECT status::text AS status FROM datasets WHERE id = ${id}::uuid AND "tenantId" = ${tenantId}::uuid FOR UPDATE`;
       if (locked[0]?.status !== 'ready') return null;
       const active = await tx.job.count({ where: { datasetId: id, status: { in: [...ACTIVE_STATUSES] } } });
       if (active > 0) {
@@ -49,12 +50,12 @@ export class DatasetsRepository {
   }
 
   /** Puts back a dataset whose delete could not remove its objects, so it can be retried. */
-  async abortDelete(id: string): Promise<void> {
-    await this.db.dataset.updateMany({ where: { id, status: 'deleting' }, data: { status: 'ready' } });
+  async abortDelete(tenantId: string, id: string): Promise<void> {
+    await this.db.dataset.updateMany({ where: { id, tenantId, status: 'deleting' }, data: { status: 'ready' } });
   }
 
-  async finishDelete(id: string): Promise<void> {
+  async finishDelete(tenantId: string, id: string): Promise<void> {
     // deleteMany: no error should the row already be gone.
-    await this.db.dataset.deleteMany({ where: { id, status: 'deleting' } });
+    await this.db.dataset.deleteMany({ where: { id, tenantId, status: 'deleting' } });
   }
 }

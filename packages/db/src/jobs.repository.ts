@@ -28,7 +28,8 @@ export interface CheckpointInput {
   elapsedMs: number;
 }
 
-export type ModelInput = Omit<Prisma.ModelUncheckedCreateInput, 'jobId'>;
+/** The model row's tenant is always its job's. */
+export type ModelInput = Omit<Prisma.ModelUncheckedCreateInput, 'jobId' | 'tenantId'>;
 
 export interface JobError {
   code: string;
@@ -89,32 +90,43 @@ export class JobsRepository {
     return result.count === 1;
   }
 
+  private async tenantOf(client: Client, id: string): Promise<string> {
+    return (await client.job.findUniqueOrThrow({ where: { id }, select: { tenantId: true } })).tenantId;
+  }
+
   // ------------------------------------------------------------------------------------------
   // Reads
 
-  findByIdempotencyKey(key: string): Promise<Job | null> {
-    return this.db.job.findUnique({ where: { idempotencyKey: key } });
+  /** Idempotency keys are scoped per tenant. */
+  findByIdempotencyKey(tenantId: string, key: string): Promise<Job | null> {
+    return this.db.job.findUnique({ where: { tenantId_idempotencyKey: { tenantId, idempotencyKey: key } } });
   }
 
-  get(id: string): Promise<JobWithModel | null> {
-    return this.db.job.findUnique({ where: { id }, include: { model: { select: { id: true } } } });
+  /**
+   * One job. With a tenant (every API read), another tenant's job is null, exactly like a
+   * missing one; the worker, which works from the job row itself, reads by id alone.
+   */
+  get(id: string, tenantId?: string): Promise<JobWithModel | null> {
+    return this.db.job.findFirst({ where: tenantId ? { id, tenantId } : { id }, include: { model: { select: { id: true } } } });
   }
 
-  async list(page: PageRequest, status?: Job['status']): Promise<Page<JobWithModel>> {
+  async list(tenantId: string, page: PageRequest, status?: Job['status']): Promise<Page<JobWithModel>> {
     const rows = await this.db.job.findMany({
-      where: status ? { status } : {},
+      where: status ? { tenantId, status } : { tenantId },
       include: { model: { select: { id: true } } },
       ...pageArgs(page),
     });
     return toPage(rows, page.limit);
   }
 
-  metrics(jobId: string): Promise<EpochMetric[]> {
-    return this.db.epochMetric.findMany({ where: { jobId }, orderBy: { epoch: 'asc' } });
+  /** A job's epoch metrics; with a tenant (the API), only if the job is that tenant's. */
+  metrics(jobId: string, tenantId?: string): Promise<EpochMetric[]> {
+    return this.db.epochMetric.findMany({ where: tenantId ? { jobId, job: { tenantId } } : { jobId }, orderBy: { epoch: 'asc' } });
   }
 
-  checkpoints(jobId: string): Promise<Checkpoint[]> {
-    return this.db.checkpoint.findMany({ where: { jobId }, orderBy: { epoch: 'asc' } });
+  /** A job's checkpoints; with a tenant (the API), only if the job is that tenant's. */
+  checkpoints(jobId: string, tenantId?: string): Promise<Checkpoint[]> {
+    return this.db.checkpoint.findMany({ where: tenantId ? { jobId, job: { tenantId } } : { jobId }, orderBy: { epoch: 'asc' } });
   }
 
   /** Jobs that still owe work and have not changed for a while: reconciliation's candidates. */
@@ -140,8 +152,10 @@ export class JobsRepository {
   ): Promise<{ job: Job; created: boolean }> {
     try {
       const job = await this.db.$transaction(async (tx) => {
+        // The dataset must be the same tenant's: another tenant's is as unknown as a missing one.
         const rows = await tx.$queryRaw<{ status: string }[]>`
-          SELECT status::text AS status FROM datasets WHERE id = ${data.datasetId}::uuid FOR SHARE`;
+          SELECT status::text AS status FROM datasets
+           WHERE id = ${data.datasetId}::uuid AND "tenantId" = ${data.tenantId}::uuid FOR SHARE`;
         if (rows[0]?.status !== 'ready') {
           throw new DomainError('unknown_dataset', `dataset ${data.datasetId} does not exist`, 422);
         }
@@ -151,7 +165,7 @@ export class JobsRepository {
     } catch (error) {
       const key = data.idempotencyKey;
       if (key && (error as { code?: string }).code === 'P2002') {
-        const winner = await this.findByIdempotencyKey(key);
+        const winner = await this.findByIdempotencyKey(data.tenantId, key);
         if (winner) return { job: winner, created: false };
       }
       throw error;
@@ -169,7 +183,9 @@ export class JobsRepository {
    * its run stops after the current batch (a waiting one is resumed just for that) and ends
    * `canceled` with the best epoch so far as a model.
    */
-  async requestCancel(id: string): Promise<CancelOutcome | null> {
+  async requestCancel(tenantId: string, id: string): Promise<CancelOutcome | null> {
+    // Only the tenant's own job: another tenant's is answered as a missing one.
+    if (!(await this.db.job.findFirst({ where: { id, tenantId }, select: { id: true } }))) return null;
     const now = new Date();
     const data = { cancelRequested: true, finishedAt: now, stopReason: 'canceled', leaseToken: null };
     if (await this.transition(this.db, id, 'canceled', { from: ['queued', 'retrying'], untrained: true }, data)) return 'canceled';
@@ -188,11 +204,11 @@ export class JobsRepository {
    * Deletes a finished job's rows (metrics, checkpoints and model cascade). Returns what its
    * objects were, or null when it does not exist; refuses a job that still owes work.
    */
-  async deleteFinished(id: string): Promise<{ modelId: string | null } | null> {
+  async deleteFinished(tenantId: string, id: string): Promise<{ modelId: string | null } | null> {
     return this.db.$transaction(async (tx) => {
-      const job = await tx.job.findUnique({ where: { id }, include: { model: { select: { id: true } } } });
+      const job = await tx.job.findFirst({ where: { id, tenantId }, include: { model: { select: { id: true } } } });
       if (!job) return null;
-      const removed = await tx.job.deleteMany({ where: { id, status: { in: ['succeeded', 'failed', 'canceled'] } } });
+      const removed = await tx.job.deleteMany({ where: { id, tenantId, status: { in: ['succeeded', 'failed', 'canceled'] } } });
       if (removed.count === 0) {
         // A concurrent delete removed it while this one waited: as if it never existed.
         const still = await tx.job.findUnique({ where: { id }, select: { status: true } });
@@ -312,7 +328,7 @@ export class JobsRepository {
   async succeed(id: string, lease: string, model: ModelInput, stopReason: StopReason): Promise<boolean> {
     return this.db.$transaction(async (tx) => {
       const done = await this.transition(tx, id, 'succeeded', { lease }, { finishedAt: new Date(), stopReason, leaseToken: null, heartbeatAt: null });
-      if (done) await tx.model.create({ data: { ...model, jobId: id } });
+      if (done) await tx.model.create({ data: { ...model, jobId: id, tenantId: await this.tenantOf(tx, id) } });
       return done;
     });
   }
@@ -321,7 +337,7 @@ export class JobsRepository {
   async finishCanceled(id: string, lease: string, model: ModelInput | null): Promise<boolean> {
     return this.db.$transaction(async (tx) => {
       const done = await this.transition(tx, id, 'canceled', { lease }, { finishedAt: new Date(), stopReason: 'canceled', leaseToken: null, heartbeatAt: null });
-      if (done && model) await tx.model.create({ data: { ...model, jobId: id } });
+      if (done && model) await tx.model.create({ data: { ...model, jobId: id, tenantId: await this.tenantOf(tx, id) } });
       return done;
     });
   }

@@ -4,7 +4,8 @@ import type { Model } from './generated/client.ts';
 export class ModelsRepository {
   constructor(private readonly db: Db) {}
 
-  get(id: string): Promise<Model | null> {
-    return this.db.model.findUnique({ where: { id } });
+  /** A model of this tenant; another tenant's model is null, exactly like a missing one. */
+  get(tenantId: string, id: string): Promise<Model | null> {
+    return this.db.model.findFirst({ where: { id, tenantId } });
   }
 }

@@ -275,8 +275,10 @@ export const keys = {
     `${keys.checkpointsPrefix(jobId)}${segment('epoch', epoch)}-${segment('runId', runId)}/`,
   modelPrefix: (modelId: string): string => `models/${segment('modelId', modelId)}/`,
   modelFile: (modelId: string, file: string): string => `${keys.modelPrefix(modelId)}${segment('file', file)}`,
-  embeddingCachePrefix: (baseModel: string, datasetId: string): string =>
-    `cache/embeddings/${segment('baseModel', baseModel)}/${segment('datasetId', datasetId)}/`,
+  /** Embedding caches are per tenant: one tenant's cached features are never read for another's job. */
+  embeddingCacheTenantPrefix: (tenantId: string): string => `cache/embeddings/${segment('tenantId', tenantId)}/`,
+  embeddingCachePrefix: (tenantId: string, baseModel: string, datasetId: string): string =>
+    `${keys.embeddingCacheTenantPrefix(tenantId)}${segment('baseModel', baseModel)}/${segment('datasetId', datasetId)}/`,
 } as const;
 
 /**

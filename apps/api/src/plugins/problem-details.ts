@@ -128,7 +128,13 @@ const STATUS_OVERRIDES: Record<string, number> = {
  * probed apart: with CORS on, a catch-all OPTIONS route matches every path, real or not. */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
-export function registerProblemDetails(app: FastifyInstance): void {
+export interface ProblemDetailsOptions {
+  /** Runs before the 404/405 answer for a path under /v1: unknown /v1 paths need a key too, so
+   * an anonymous caller learns nothing about which routes exist. */
+  authenticateV1?: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
+}
+
+export function registerProblemDetails(app: FastifyInstance, options: ProblemDetailsOptions = {}): void {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (isDomainError(error)) {
       if (error.status >= 500) request.log.error({ err: error }, 'service error');
@@ -156,7 +162,12 @@ export function registerProblemDetails(app: FastifyInstance): void {
   });
 
   // A path that exists under other methods is a 405 with `Allow` (RFC 9110 §15.5.6), not a 404.
-  app.setNotFoundHandler((request, reply) => {
+  const { authenticateV1 } = options;
+  const preHandler = async (request: FastifyRequest, reply: FastifyReply) => {
+    const path = request.url.split('?')[0] ?? '/';
+    if (authenticateV1 && (path === '/v1' || path.startsWith('/v1/'))) return authenticateV1(request, reply);
+  };
+  app.setNotFoundHandler({ preHandler }, (request, reply) => {
     const path = request.url.split('?')[0] ?? '/';
     const allowed: string[] = METHODS.filter((method) => method !== request.method && app.findRoute({ method, url: path }) !== null);
     if (allowed.length > 0) {

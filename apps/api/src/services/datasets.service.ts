@@ -99,7 +99,7 @@ export async function stageArchive(
  * Inspects a staged archive — hostile names, bombs, undecodable images, too few classes — and
  * only a valid one streams on to S3 and gets a row. A rejected upload leaves nothing behind.
  */
-export async function createDataset(deps: AppDeps, staged: StagedArchive, name: string | undefined): Promise<Dataset> {
+export async function createDataset(deps: AppDeps, tenantId: string, staged: StagedArchive, name: string | undefined): Promise<Dataset> {
   const { limits } = deps.config;
   const summary = await inspectDatasetZip(staged.zipPath, { ...datasetZipLimits(limits), maxPixels: limits.imagePixels });
 
@@ -117,6 +117,7 @@ export async function createDataset(deps: AppDeps, staged: StagedArchive, name: 
   try {
     return await deps.datasets.create({
       id,
+      tenantId,
       name: (name === undefined ? '' : checkDatasetName(name).trim()) || defaultName(staged.filename, id),
       storageKey,
       sizeBytes: BigInt(staged.sizeBytes),
@@ -131,8 +132,8 @@ export async function createDataset(deps: AppDeps, staged: StagedArchive, name: 
   }
 }
 
-export async function getDataset(deps: AppDeps, id: string): Promise<Dataset> {
-  const dataset = await deps.datasets.get(id);
+export async function getDataset(deps: AppDeps, tenantId: string, id: string): Promise<Dataset> {
+  const dataset = await deps.datasets.get(tenantId, id);
   if (!dataset || dataset.status !== 'ready') throw new NotFoundError('dataset', id);
   return dataset;
 }
@@ -142,20 +143,20 @@ export async function getDataset(deps: AppDeps, id: string): Promise<Dataset> {
  * already going and answer 404, as for any dataset that is not (or no longer) there. If the
  * objects cannot be removed, the dataset is put back so the delete can be retried.
  */
-export async function deleteDataset(deps: AppDeps, id: string): Promise<void> {
-  const dataset = await deps.datasets.beginDelete(id);
+export async function deleteDataset(deps: AppDeps, tenantId: string, id: string): Promise<void> {
+  const dataset = await deps.datasets.beginDelete(tenantId, id);
   if (!dataset) throw new NotFoundError('dataset', id);
   try {
     await deps.store.deletePrefix(keys.datasetPrefix(id));
-    // Cached embeddings live under cache/embeddings/<base>/<datasetId>/ for every base used.
-    const cached = await deps.store.list('cache/embeddings/');
+    // Cached embeddings live under cache/embeddings/<tenantId>/<base>/<datasetId>/ for every base used.
+    const cached = await deps.store.list(keys.embeddingCacheTenantPrefix(tenantId));
     const prefixes = new Set(cached.map((o) => o.key).filter((k) => k.includes(`/${id}/`)).map((k) => k.slice(0, k.indexOf(`/${id}/`) + id.length + 2)));
     for (const prefix of prefixes) await deps.store.deletePrefix(prefix);
   } catch (error) {
-    await deps.datasets.abortDelete(id).catch(() => undefined);
+    await deps.datasets.abortDelete(tenantId, id).catch(() => undefined);
     throw error;
   }
-  await deps.datasets.finishDelete(id);
+  await deps.datasets.finishDelete(tenantId, id);
 }
 
 export function presentDataset(dataset: Dataset) {

@@ -24,7 +24,7 @@ const NEEDS_PRETRAINED = new Set<Strategy>(['feature_extraction', 'fine_tune', '
  * Checks what the schema cannot: cross-field rules (400), and rules that depend on stored
  * state — the base model, the dataset's classes and validation data (422).
  */
-async function checkSpec(deps: AppDeps, spec: JobSpec): Promise<void> {
+async function checkSpec(deps: AppDeps, tenantId: string, spec: JobSpec): Promise<void> {
   const problems = specProblems(spec);
   if (problems.length > 0) throw new DomainError('invalid_spec', problems.join('; '), 400);
 
@@ -39,11 +39,11 @@ async function checkSpec(deps: AppDeps, spec: JobSpec): Promise<void> {
         422,
       );
     }
-  } else if (!(await deps.models.get(spec.baseModel.modelId))) {
+  } else if (!(await deps.models.get(tenantId, spec.baseModel.modelId))) {
     throw new DomainError('unknown_model', `model ${spec.baseModel.modelId} (baseModel.modelId) does not exist`, 422);
   }
 
-  const dataset = await deps.datasets.get(spec.datasetId);
+  const dataset = await deps.datasets.get(tenantId, spec.datasetId);
   if (!dataset || dataset.status !== 'ready') throw new DomainError('unknown_dataset', `dataset ${spec.datasetId} does not exist`, 422);
   const { classWeights, earlyStopping, validationSplit } = spec.hyperparameters;
   if (classWeights && classWeights !== 'balanced') {
@@ -86,16 +86,17 @@ function replay(earlier: Job, spec: JobSpec): CreatedJob {
  * enqueue, the row is removed again and the caller gets a 503; were the removal to fail too,
  * reconciliation enqueues the job once Redis is back, so it is never stranded.
  */
-export async function createJob(deps: AppDeps, input: JobSpecInput, idempotencyKey?: string): Promise<CreatedJob> {
+export async function createJob(deps: AppDeps, tenantId: string, input: JobSpecInput, idempotencyKey?: string): Promise<CreatedJob> {
   const spec = effectiveSpec(deps, input);
   if (idempotencyKey) {
-    const earlier = await deps.jobs.findByIdempotencyKey(idempotencyKey);
+    const earlier = await deps.jobs.findByIdempotencyKey(tenantId, idempotencyKey);
     if (earlier) return replay(earlier, spec);
   }
-  await checkSpec(deps, spec);
+  await checkSpec(deps, tenantId, spec);
 
   const { job, created } = await deps.jobs.create({
     id: randomUUID(),
+    tenantId,
     datasetId: spec.datasetId,
     baseModel: baseModelLabel(spec.baseModel),
     strategy: spec.strategy,
@@ -114,25 +115,25 @@ export async function createJob(deps: AppDeps, input: JobSpecInput, idempotencyK
   return { job, replayed: false };
 }
 
-export async function getJob(deps: AppDeps, id: string): Promise<JobWithModel> {
-  const job = await deps.jobs.get(id);
+export async function getJob(deps: AppDeps, tenantId: string, id: string): Promise<JobWithModel> {
+  const job = await deps.jobs.get(id, tenantId);
   if (!job) throw new NotFoundError('job', id);
   return job;
 }
 
-export async function cancelJob(deps: AppDeps, id: string): Promise<JobWithModel> {
-  const outcome = await deps.jobs.requestCancel(id);
+export async function cancelJob(deps: AppDeps, tenantId: string, id: string): Promise<JobWithModel> {
+  const outcome = await deps.jobs.requestCancel(tenantId, id);
   if (!outcome) throw new NotFoundError('job', id);
   // Best effort: a worker that still receives it finds the job canceled and skips it.
   if (outcome === 'canceled') await deps.queue.removeWaiting(id).catch(() => false);
   // A job waiting out a retry backoff is resumed now, to turn its best epoch into the model.
   else await deps.queue.promote(id).catch(() => undefined);
-  return getJob(deps, id);
+  return getJob(deps, tenantId, id);
 }
 
 /** Deletes a finished job: its checkpoints, metrics, and its model with the model's files. */
-export async function deleteJob(deps: AppDeps, id: string): Promise<void> {
-  const deleted = await deps.jobs.deleteFinished(id);
+export async function deleteJob(deps: AppDeps, tenantId: string, id: string): Promise<void> {
+  const deleted = await deps.jobs.deleteFinished(tenantId, id);
   if (!deleted) throw new NotFoundError('job', id);
   // Rows first: nothing may point at objects being deleted. A failure here leaves only
   // unreachable objects under the job's and model's prefixes.
@@ -140,9 +141,9 @@ export async function deleteJob(deps: AppDeps, id: string): Promise<void> {
   if (deleted.modelId) await deps.store.deletePrefix(keys.modelPrefix(deleted.modelId));
 }
 
-export async function listCheckpoints(deps: AppDeps, id: string): Promise<Checkpoint[]> {
-  await getJob(deps, id);
-  return deps.jobs.checkpoints(id);
+export async function listCheckpoints(deps: AppDeps, tenantId: string, id: string): Promise<Checkpoint[]> {
+  await getJob(deps, tenantId, id);
+  return deps.jobs.checkpoints(id, tenantId);
 }
 
 export function presentCheckpoint(c: Checkpoint) {

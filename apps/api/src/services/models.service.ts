@@ -10,8 +10,8 @@ import type { ModelCache } from './model-cache.ts';
 /** The files of an exported model, as stored under models/<id>/ and zipped for download. */
 export const MODEL_FILES = ['model.json', 'weights.bin', 'labels.json', 'metadata.json'] as const;
 
-export async function getModel(deps: AppDeps, id: string): Promise<Model> {
-  const model = await deps.models.get(id);
+export async function getModel(deps: AppDeps, tenantId: string, id: string): Promise<Model> {
+  const model = await deps.models.get(tenantId, id);
   if (!model) throw new NotFoundError('model', id);
   return model;
 }
@@ -38,8 +38,8 @@ export function presentModel(model: Model) {
 }
 
 /** A zip of the model's files, streamed from S3 entry by entry (never whole in memory). */
-export async function downloadModel(deps: AppDeps, id: string): Promise<Readable> {
-  const model = await getModel(deps, id);
+export async function downloadModel(deps: AppDeps, tenantId: string, id: string): Promise<Readable> {
+  const model = await getModel(deps, tenantId, id);
   const zip = new yazl.ZipFile();
   for (const file of MODEL_FILES) {
     const stream = await deps.store.getStream(keys.modelFile(model.id, file));
@@ -51,8 +51,8 @@ export async function downloadModel(deps: AppDeps, id: string): Promise<Readable
 
 export const MAX_PREDICT_INSTANCES = 32;
 
-export async function predict(deps: AppDeps, cache: ModelCache, id: string, images: Buffer[]) {
-  const model = await getModel(deps, id);
+export async function predict(deps: AppDeps, cache: ModelCache, tenantId: string, id: string, images: Buffer[]) {
+  const model = await getModel(deps, tenantId, id);
   if (images.length === 0) throw new DomainError('no_instances', 'send one image (multipart field "file") or {"instances": [{"b64": …}]}', 400);
   if (images.length > MAX_PREDICT_INSTANCES) {
     throw new DomainError('too_many_instances', `at most ${MAX_PREDICT_INSTANCES} instances per request`, 400);

@@ -16,6 +16,7 @@ export class FeatureCache {
 
   constructor(
     private readonly store: ObjectStore,
+    private readonly tenantId: string,
     private readonly baseModel: string,
     private readonly datasetId: string,
     private readonly preprocessing: Record<string, unknown>,
@@ -27,7 +28,7 @@ export class FeatureCache {
       .digest('hex')
       .slice(0, 32);
     const safeCut = cut.replace(/[^A-Za-z0-9_.-]/g, '_');
-    return `${keys.embeddingCachePrefix(this.baseModel, this.datasetId)}${variant}/${safeCut}-${split}.f32`;
+    return `${keys.embeddingCachePrefix(this.tenantId, this.baseModel, this.datasetId)}${variant}/${safeCut}-${split}.f32`;
   }
 
   async getOrCompute(cut: string, split: string, ids: string[], compute: () => Promise<Float32Array>): Promise<Float32Array> {

@@ -17,11 +17,12 @@ export interface ResolvedBase {
  * The base a job starts from: a zoo model, or a model an earlier job trained with its head cut
  * off (pretrain on a data-rich task, transfer to the scarce one).
  */
-export async function resolveBase(store: ObjectStore, models: ModelsRepository, ref: BaseModelRef): Promise<ResolvedBase> {
+export async function resolveBase(store: ObjectStore, models: ModelsRepository, tenantId: string, ref: BaseModelRef): Promise<ResolvedBase> {
   if (typeof ref === 'string') {
     return { base: await loadBaseModel(ref), label: ref, cacheName: ref, dispose: () => undefined };
   }
-  const row = await models.get(ref.modelId);
+  // Only the job's own tenant's models: another tenant's is as unknown as a missing one.
+  const row = await models.get(tenantId, ref.modelId);
   if (!row) throw new DomainError('unknown_model', `model ${ref.modelId} (baseModel.modelId) does not exist`, 422);
   const trained = await loadModelFromFiles(
     await store.getBuffer(keys.modelFile(row.id, 'model.json')),

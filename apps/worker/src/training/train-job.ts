@@ -54,11 +54,11 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
   const hp = spec.hyperparameters;
   const epochs = totalEpochs(spec);
   await ctx.jobs.recordBackend(jobId, lease, ctx.backend);
-  const dataset = job.datasetId ? await ctx.datasets.get(job.datasetId) : null;
+  const dataset = job.datasetId ? await ctx.datasets.get(job.tenantId, job.datasetId) : null;
   if (!dataset || dataset.status !== 'ready') throw new DomainError('dataset_deleted', "the job's dataset no longer exists", 422);
 
   // Loaded before the temp dir and the poll exist, so a missing base leaves nothing behind.
-  const base = await resolveBase(ctx.store, ctx.models, spec.baseModel);
+  const base = await resolveBase(ctx.store, ctx.models, job.tenantId, spec.baseModel);
   const checkpoints = new JobCheckpoints(ctx.store, ctx.jobs, jobId, lease, ctx.config.checkpointsKeepLast);
   const resume = await checkpoints.resumePoint();
   if (resume) ctx.log('resuming from checkpoint', { epoch: resume.epoch, elapsedMs: resume.elapsedMs });
@@ -84,7 +84,7 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
     if (abandon()) throw noEpochWithin(maxRuntimeMs);
     await ctx.jobs.recordSkippedImages(jobId, lease, data.skipped);
 
-    const cache = new FeatureCache(ctx.store, base.cacheName, dataset.id, {
+    const cache = new FeatureCache(ctx.store, job.tenantId, base.cacheName, dataset.id, {
       sha256: dataset.sha256,
       inputSize,
       resize: 'cover',

@@ -3,6 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Readable } from 'node:stream';
 import { DomainError } from '@finetune/core';
 import type { AppDeps } from '../../deps.ts';
+import { callerOf } from '../../plugins/auth.ts';
 import { multipartParts } from '../../plugins/multipart.ts';
 import { IdParams, ListQuery } from '../../schemas.ts';
 import {
@@ -27,6 +28,7 @@ export async function datasetRoutes(fastify: FastifyInstance, { deps }: { deps: 
     // come before or after the file) is known.
     let name: string | undefined;
     let staged: StagedArchive | undefined;
+    let dataset: Awaited<ReturnType<typeof createDataset>>;
     try {
       for await (const part of multipartParts(request)) {
         if (part.type === 'field') {
@@ -44,24 +46,25 @@ export async function datasetRoutes(fastify: FastifyInstance, { deps }: { deps: 
         }
       }
       if (!staged) throw new DomainError('file_required', 'multipart field "file" (the dataset zip) is missing', 400);
-      const dataset = await createDataset(deps, staged, name);
-      return reply.code(201).header('location', `/v1/datasets/${dataset.id}`).send(presentDataset(dataset));
+      dataset = await createDataset(deps, callerOf(request).tenantId, staged, name);
     } finally {
       await staged?.discard();
     }
+    // Answered once the staged file is gone: a client never sees its upload still on disk.
+    return reply.code(201).header('location', `/v1/datasets/${dataset.id}`).send(presentDataset(dataset));
   });
 
   app.get('/v1/datasets', { schema: { querystring: ListQuery } }, async (request) => {
-    const page = await deps.datasets.list(request.query);
+    const page = await deps.datasets.list(callerOf(request).tenantId, request.query);
     return { items: page.items.map(presentDataset), nextCursor: page.nextCursor };
   });
 
   app.get('/v1/datasets/:id', { schema: { params: IdParams } }, async (request) =>
-    presentDataset(await getDataset(deps, request.params.id)),
+    presentDataset(await getDataset(deps, callerOf(request).tenantId, request.params.id)),
   );
 
   app.delete('/v1/datasets/:id', { schema: { params: IdParams } }, async (request, reply) => {
-    await deleteDataset(deps, request.params.id);
+    await deleteDataset(deps, callerOf(request).tenantId, request.params.id);
     return reply.code(204).send();
   });
 }

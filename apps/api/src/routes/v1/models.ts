@@ -3,6 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Compile } from 'typebox/compile';
 import { DomainError } from '@finetune/core';
 import type { AppDeps } from '../../deps.ts';
+import { callerOf } from '../../plugins/auth.ts';
 import { multipartParts } from '../../plugins/multipart.ts';
 import { IdParams, PredictJsonBody } from '../../schemas.ts';
 import type { ModelCache } from '../../services/model-cache.ts';
@@ -17,11 +18,11 @@ export async function modelRoutes(fastify: FastifyInstance, { deps, cache }: { d
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
 
   app.get('/v1/models/:id', { schema: { params: IdParams } }, async (request) =>
-    presentModel(await getModel(deps, request.params.id)),
+    presentModel(await getModel(deps, callerOf(request).tenantId, request.params.id)),
   );
 
   app.get('/v1/models/:id/download', { schema: { params: IdParams } }, async (request, reply) => {
-    const zip = await downloadModel(deps, request.params.id);
+    const zip = await downloadModel(deps, callerOf(request).tenantId, request.params.id);
     return reply
       .type('application/zip')
       .header('content-disposition', `attachment; filename="model-${request.params.id}.zip"`)
@@ -34,6 +35,7 @@ export async function modelRoutes(fastify: FastifyInstance, { deps, cache }: { d
   const predictBodyLimit = Math.max(jsonBodyBytes, Math.ceil(predictBytes / 3) * 4 + 64 * 1024);
 
   app.post('/v1/models/:id/predict', { schema: { params: IdParams }, bodyLimit: predictBodyLimit }, async (request) => {
+    const { tenantId } = callerOf(request);
     const images: Buffer[] = [];
     if (request.isMultipart()) {
       for await (const part of multipartParts(request, { limits: { fileSize: predictBytes } })) {
@@ -52,6 +54,6 @@ export async function modelRoutes(fastify: FastifyInstance, { deps, cache }: { d
         images.push(Buffer.from(instance.b64, 'base64'));
       });
     }
-    return { modelId: request.params.id, predictions: await predict(deps, cache, request.params.id, images) };
+    return { modelId: request.params.id, predictions: await predict(deps, cache, tenantId, request.params.id, images) };
   });
 }
