@@ -41,5 +41,4 @@ export function isTerminal(status: JobStatusName): boolean {
 }
 
 /** Why training ended, on a finished job. */
-export const STOP_REASONS = ['completed', 'early_stopping', 'max_runtime', 'canceled'] as const;
-export type StopReason = (typeof STOP_REASONS)[number];
+export type StopReason = 'completed' | 'early_stopping' | 'max_runtime' | 'canceled';

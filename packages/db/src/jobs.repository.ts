@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import {
+  ACTIVE_STATUSES,
   DomainError,
   transitionSources,
   type JobStatusName,
@@ -132,7 +133,7 @@ export class JobsRepository {
   /** Jobs that still owe work and have not changed for a while: reconciliation's candidates. */
   unfinished(updatedBefore: Date, limit = 500): Promise<Job[]> {
     return this.db.job.findMany({
-      where: { status: { in: ['queued', 'running', 'retrying'] }, updatedAt: { lt: updatedBefore } },
+      where: { status: { in: [...ACTIVE_STATUSES] }, updatedAt: { lt: updatedBefore } },
       orderBy: { updatedAt: 'asc' },
       take: limit,
     });

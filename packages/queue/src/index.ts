@@ -41,7 +41,6 @@ export interface DeliverySettings {
 export interface Delivery {
   state: 'waiting' | 'delayed' | 'prioritized' | 'waiting-children' | 'active' | 'completed' | 'failed' | 'missing';
   failedReason?: string;
-  attemptsMade?: number;
 }
 
 export class TrainingQueue {
@@ -127,7 +126,7 @@ export class TrainingQueue {
     if (!job) return { state: 'missing' };
     const state = await job.getState();
     if (state === 'unknown') return { state: 'missing' };
-    return { state, failedReason: job.failedReason, attemptsMade: job.attemptsMade };
+    return { state, failedReason: job.failedReason };
   }
 
   /**
