@@ -128,6 +128,11 @@ describe('end to end', () => {
     const metadata = JSON.parse(strFromU8(files['metadata.json']!));
     expect(metadata).toMatchObject({ baseModel: 'mobilenet_v2', jobId: job.id, labels: ['0', '1', '2'] });
 
+    // The model's files count against the tenant's storage, byte for byte.
+    const modelBytes = Object.values(files).reduce((sum, f) => sum + f.byteLength, 0);
+    const row = await t.deps.db.model.findUniqueOrThrow({ where: { id: job.modelId } });
+    expect(Number(row.sizeBytes)).toBe(modelBytes);
+
     await initBackend('wasm');
     const modelJson = JSON.parse(strFromU8(files['model.json']!));
     const weights = files['weights.bin']!;

@@ -31,7 +31,19 @@ export interface TestEnv {
   S3_SECRET_ACCESS_KEY: string;
   S3_FORCE_PATH_STYLE: string;
   DATA_DIR: string;
+  [limitOrQuota: string]: string;
 }
+
+// Tests send hundreds of requests with one key and keep many jobs queued: rate limits and
+// quotas are off unless a test turns them on (test/limits.test.ts does, on its own app).
+const LIMITS_OFF = {
+  RATE_LIMIT_PER_MINUTE: '0',
+  PREDICT_RATE_LIMIT_PER_MINUTE: '0',
+  UPLOAD_RATE_LIMIT_PER_MINUTE: '0',
+  QUOTA_CONCURRENT_JOBS: '0',
+  QUOTA_STORED_BYTES: '0',
+  QUOTA_MODELS: '0',
+};
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -135,6 +147,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
       S3_SECRET_ACCESS_KEY: 'S3RVER',
       S3_FORCE_PATH_STYLE: 'true',
       DATA_DIR: join(tmp, 'data'),
+      ...LIMITS_OFF,
     };
     const store = new S3ObjectStore({
       endpoint: env.S3_ENDPOINT,

@@ -6,6 +6,8 @@ import helmet from '@fastify/helmet';
 import type { AppDeps } from './deps.ts';
 import { authenticate, decorateCaller } from './plugins/auth.ts';
 import { registerJsonBody } from './plugins/json-body.ts';
+import { rateLimit } from './plugins/rate-limit.ts';
+import { TokenBuckets } from './rate-limit/token-buckets.ts';
 import { registerMultipart } from './plugins/multipart.ts';
 import { clientErrorHandler, frameworkErrors, registerProblemDetails } from './plugins/problem-details.ts';
 import { registerBodyIdleTimeout, serverTimeoutOptions } from './plugins/timeouts.ts';
@@ -105,7 +107,7 @@ export async function buildApp(deps: AppDeps, options: { logger?: boolean | obje
       origin: config.http.corsOrigins.includes('*') ? '*' : config.http.corsOrigins,
       methods: ['GET', 'HEAD', 'POST', 'DELETE'],
       allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'x-request-id'],
-      exposedHeaders: ['location', 'x-request-id'],
+      exposedHeaders: ['location', 'x-request-id', 'retry-after', 'ratelimit-limit', 'ratelimit-remaining', 'ratelimit-reset', 'ratelimit-policy'],
       maxAge: 600,
     });
   }
@@ -118,6 +120,7 @@ export async function buildApp(deps: AppDeps, options: { logger?: boolean | obje
   await app.register(healthRoutes, { deps });
   await app.register(async (v1) => {
     v1.addHook('onRequest', onRequest);
+    v1.addHook('onRequest', rateLimit(new TokenBuckets(deps.queue.connection, config.queuePrefix), config.rateLimits));
     await v1.register(baseModelRoutes);
     await v1.register(identityRoutes, { deps });
     await v1.register(datasetRoutes, { deps });

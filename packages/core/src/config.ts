@@ -67,12 +67,40 @@ export interface Config {
   };
   modelCacheSize: number;
   dataDir: string;
+  /** Per-API-key token buckets, shared by API replicas through Redis. */
+  rateLimits: RateLimits;
+  /** Per-tenant quotas where a tenant has none of its own; null is unlimited. */
+  quotas: QuotaLimits;
   auth: {
     /** Server secret API keys are hashed under (HMAC-SHA-256). The API refuses to start without one. */
     apiKeySecret: string | undefined;
     /** A bootstrap admin key acting in the default tenant. */
     adminApiKey: string | undefined;
   };
+}
+
+/** A token bucket: `burst` requests at once, refilled at `perMinute`. Null: no limit. */
+export interface RateLimit {
+  perMinute: number;
+  burst: number;
+}
+
+export interface RateLimits {
+  /** Every /v1 call. */
+  default: RateLimit | null;
+  /** POST /v1/models/:id/predict, on top of `default`. */
+  predict: RateLimit | null;
+  /** POST /v1/datasets, on top of `default`. */
+  upload: RateLimit | null;
+}
+
+export interface QuotaLimits {
+  /** Jobs queued, running or retrying at once. */
+  concurrentJobs: number | null;
+  /** Bytes of datasets, models and checkpoints stored. */
+  storedBytes: number | null;
+  /** Models kept. */
+  models: number | null;
 }
 
 type Env = Record<string, string | undefined>;
@@ -158,6 +186,17 @@ export function loadConfig(env: Env = process.env): Config {
     return bad.length > 0 ? [] : origins;
   };
   const optional = (name: string): string | undefined => env[name] || undefined;
+  // A rate limit of 0 per minute turns that bucket off; a burst defaults to a tenth of a minute.
+  const rateLimit = (prefix: string, perMinute: number, burst: number): RateLimit | null => {
+    const rate = int(`${prefix}_PER_MINUTE`, perMinute, 0, 10_000_000);
+    const size = int(`${prefix}_BURST`, burst, 1, 10_000_000);
+    return rate === 0 ? null : { perMinute: rate, burst: size };
+  };
+  // A quota of 0 is unlimited.
+  const quota = (name: string, fallback: number): number | null => {
+    const value = int(name, fallback, 0);
+    return value === 0 ? null : value;
+  };
 
   const backend = str('ML_BACKEND', 'auto');
   if (!(ML_BACKENDS as readonly string[]).includes(backend)) {
@@ -214,6 +253,16 @@ export function loadConfig(env: Env = process.env): Config {
     },
     modelCacheSize: int('MODEL_CACHE_SIZE', 4, 1, 1000),
     dataDir: str('DATA_DIR', '.data'),
+    rateLimits: {
+      default: rateLimit('RATE_LIMIT', 600, 120),
+      predict: rateLimit('PREDICT_RATE_LIMIT', 300, 30),
+      upload: rateLimit('UPLOAD_RATE_LIMIT', 12, 4),
+    },
+    quotas: {
+      concurrentJobs: quota('QUOTA_CONCURRENT_JOBS', 20),
+      storedBytes: quota('QUOTA_STORED_BYTES', 50 * 1024 * 1024 * 1024),
+      models: quota('QUOTA_MODELS', 1000),
+    },
     auth: {
       apiKeySecret: optional('API_KEY_SECRET'),
       adminApiKey: optional('ADMIN_API_KEY'),

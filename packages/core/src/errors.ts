@@ -5,6 +5,8 @@ export class DomainError extends Error {
     readonly code: string,
     message: string,
     readonly status: number = 400,
+    /** Extra members of the problem+json body, for clients to act on (a quota's usage and limit…). */
+    readonly extensions: Record<string, unknown> = {},
   ) {
     super(message);
     this.name = 'DomainError';

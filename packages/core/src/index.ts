@@ -5,3 +5,4 @@ export * from './config.ts';
 export * from './job-status.ts';
 export * from './transient.ts';
 export * from './best-epoch.ts';
+export * from './quotas.ts';

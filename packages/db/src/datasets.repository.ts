@@ -1,7 +1,8 @@
-import { ACTIVE_STATUSES, DomainError } from '@finetune/core';
+import { ACTIVE_STATUSES, checkStorageQuota, DomainError, type QuotaLimits } from '@finetune/core';
 import type { Db } from './client.ts';
 import type { Dataset, Prisma } from './generated/client.ts';
 import { pageArgs, toPage, type Page, type PageRequest } from './pagination.ts';
+import { lockTenantQuotas, tenantUsage } from './usage.ts';
 
 export class DatasetsRepository {
   constructor(private readonly db: Db) {}
@@ -11,8 +12,14 @@ export class DatasetsRepository {
    * `__proto__` is a legitimate one. Prisma silently drops `__proto__` keys from Json input, so
    * the column is written as JSON text by hand (reads keep such keys: they use JSON.parse).
    */
-  create(data: Prisma.DatasetUncheckedCreateInput): Promise<Dataset> {
+  create(data: Prisma.DatasetUncheckedCreateInput, quotas?: QuotaLimits): Promise<Dataset> {
     return this.db.$transaction(async (tx) => {
+      if (quotas) {
+        // Under the tenant's row lock: concurrent uploads cannot both take the last free bytes.
+        const limits = await lockTenantQuotas(tx, data.tenantId, quotas);
+        if (!limits) throw new DomainError('unknown_tenant', `tenant ${data.tenantId} does not exist`, 422);
+        checkStorageQuota(await tenantUsage(tx, data.tenantId), limits, Number(data.sizeBytes));
+      }
       await tx.dataset.create({ data: { ...data, counts: {} } });
       await tx.$executeRaw`UPDATE datasets SET counts = ${JSON.stringify(data.counts)}::jsonb WHERE id = ${data.id}::uuid`;
       return tx.dataset.findUniqueOrThrow({ where: { id: data.id } });

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import {
   ACTIVE_STATUSES,
+  checkJobQuotas,
   DomainError,
+  type QuotaLimits,
   transitionSources,
   type JobStatusName,
   type StopReason,
@@ -9,6 +11,7 @@ import {
 import type { Db } from './client.ts';
 import type { Checkpoint, EpochMetric, Job, Model, Prisma } from './generated/client.ts';
 import { pageArgs, toPage, type Page, type PageRequest } from './pagination.ts';
+import { lockTenantQuotas, tenantUsage } from './usage.ts';
 
 export type JobWithModel = Job & { model: Pick<Model, 'id'> | null };
 
@@ -148,11 +151,25 @@ export class JobsRepository {
    * idempotency key already taken (two identical requests at the same moment), returns the
    * job that took it, `created: false`.
    */
+  /**
+   * Inserts a queued job, checking the tenant's quotas (when given) under the tenant's row lock so
+   * concurrent submissions cannot overshoot them. An `idempotencyKey` already used by the tenant
+   * returns that job (`created: false`) instead — also when the quotas are full by now.
+   */
   async create(
     data: Omit<Prisma.JobUncheckedCreateInput, 'datasetId' | 'status'> & { datasetId: string },
+    quotas?: QuotaLimits,
   ): Promise<{ job: Job; created: boolean }> {
+    const key = data.idempotencyKey;
     try {
-      const job = await this.db.$transaction(async (tx) => {
+      return await this.db.$transaction(async (tx) => {
+        if (quotas) {
+          const limits = await lockTenantQuotas(tx, data.tenantId, quotas);
+          if (!limits) throw new DomainError('unknown_tenant', `tenant ${data.tenantId} does not exist`, 422);
+          const earlier = key ? await tx.job.findFirst({ where: { tenantId: data.tenantId, idempotencyKey: key } }) : null;
+          if (earlier) return { job: earlier, created: false };
+          checkJobQuotas(await tenantUsage(tx, data.tenantId), limits);
+        }
         // The dataset must be the same tenant's: another tenant's is as unknown as a missing one.
         const rows = await tx.$queryRaw<{ status: string }[]>`
           SELECT status::text AS status FROM datasets
@@ -160,11 +177,9 @@ export class JobsRepository {
         if (rows[0]?.status !== 'ready') {
           throw new DomainError('unknown_dataset', `dataset ${data.datasetId} does not exist`, 422);
         }
-        return tx.job.create({ data: { ...data, status: 'queued' } });
+        return { job: await tx.job.create({ data: { ...data, status: 'queued' } }), created: true };
       });
-      return { job, created: true };
     } catch (error) {
-      const key = data.idempotencyKey;
       if (key && (error as { code?: string }).code === 'P2002') {
         const winner = await this.findByIdempotencyKey(data.tenantId, key);
         if (winner) return { job: winner, created: false };

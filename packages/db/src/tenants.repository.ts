@@ -1,12 +1,19 @@
 import type { Db } from './client.ts';
 import type { ApiKey, Tenant } from './generated/client.ts';
 import type { ApiKeyRole } from './generated/enums.ts';
+import { pageArgs, toPage, type Page, type PageRequest } from './pagination.ts';
 
 /** The tenant ADMIN_API_KEY acts in; also the owner of rows that predate tenants (migration 20261122170000_tenants). */
 export const DEFAULT_TENANT_ID = '00000000-0000-4000-8000-000000000000';
 export const DEFAULT_TENANT_NAME = 'default';
 
 export type ApiKeyWithTenant = ApiKey & { tenant: Tenant };
+
+export interface TenantQuotasInput {
+  quotaConcurrentJobs?: number | null;
+  quotaStoredBytes?: bigint | null;
+  quotaModels?: number | null;
+}
 
 export class TenantsRepository {
   constructor(private readonly db: Db) {}
@@ -17,6 +24,20 @@ export class TenantsRepository {
 
   get(id: string): Promise<Tenant | null> {
     return this.db.tenant.findUnique({ where: { id } });
+  }
+
+  list(page: PageRequest): Promise<Page<Tenant>> {
+    return this.db.tenant.findMany(pageArgs(page)).then((rows) => toPage(rows, page.limit));
+  }
+
+  async rename(id: string, name: string): Promise<boolean> {
+    return (await this.db.tenant.updateMany({ where: { id }, data: { name } })).count === 1;
+  }
+
+  /** Sets a tenant's own quotas (undefined leaves one as it is, null returns it to the default). */
+  async setQuotas(id: string, quotas: TenantQuotasInput): Promise<Tenant | null> {
+    const updated = await this.db.tenant.updateMany({ where: { id }, data: quotas });
+    return updated.count === 0 ? null : this.get(id);
   }
 
   /** The default tenant, created on first use. */

@@ -35,7 +35,12 @@ function problemBody(problem: Omit<Problem, 'type' | 'title'> & { title?: string
   return { type: `urn:finetune:problem:${problem.code}`, title: problem.title ?? title(problem.status), ...problem };
 }
 
-export function sendProblem(reply: FastifyReply, problem: Omit<Problem, 'type' | 'title'> & { title?: string }) {
+/** `extensions`: problem-specific members (RFC 9457 §3.2), e.g. a quota's usage and limit. */
+export function sendProblem(
+  reply: FastifyReply,
+  problem: Omit<Problem, 'type' | 'title'> & { title?: string },
+  extensions: Record<string, unknown> = {},
+) {
   // A request answered before its body was read (a refused upload, a malformed part) would
   // otherwise keep the connection reading — possibly hundreds of MB nobody wants — before the
   // next request on it: close it instead.
@@ -43,7 +48,7 @@ export function sendProblem(reply: FastifyReply, problem: Omit<Problem, 'type' |
   return reply
     .code(problem.status)
     .type('application/problem+json')
-    .send({ ...problemBody(problem), instance: reply.request.url });
+    .send({ ...extensions, ...problemBody(problem), instance: reply.request.url });
 }
 
 /**
@@ -138,7 +143,7 @@ export function registerProblemDetails(app: FastifyInstance, options: ProblemDet
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (isDomainError(error)) {
       if (error.status >= 500) request.log.error({ err: error }, 'service error');
-      return sendProblem(reply, { status: error.status, code: error.code, detail: error.message });
+      return sendProblem(reply, { status: error.status, code: error.code, detail: error.message }, error.extensions);
     }
     if (error.validation) {
       return sendProblem(reply, {

@@ -125,7 +125,7 @@ export async function createDataset(deps: AppDeps, tenantId: string, staged: Sta
       layout: summary.index.layout,
       classes: summary.index.classes,
       counts: counts as object,
-    });
+    }, deps.config.quotas);
   } catch (error) {
     await deps.store.delete(storageKey);
     throw error;

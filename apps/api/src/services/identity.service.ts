@@ -9,6 +9,10 @@ export async function createTenant(deps: AppDeps, name: string): Promise<Tenant>
   return deps.tenants.create({ id: randomUUID(), name });
 }
 
+export async function renameTenant(deps: AppDeps, id: string, name: string): Promise<void> {
+  if (!(await deps.tenants.rename(id, name))) throw new NotFoundError('tenant', id);
+}
+
 /** A new key for a tenant. The key itself is returned here and nowhere else, ever. */
 export async function createApiKey(
   deps: AppDeps,

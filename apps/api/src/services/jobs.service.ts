@@ -103,7 +103,7 @@ export async function createJob(deps: AppDeps, tenantId: string, input: JobSpecI
     spec: spec as object,
     epochs: totalEpochs(spec),
     idempotencyKey: idempotencyKey ?? null,
-  });
+  }, deps.config.quotas);
   // A concurrent request with the same key inserted first.
   if (!created) return replay(job, spec);
   try {

@@ -239,10 +239,13 @@ async function exportModel(ctx: TrainingContext, input: ExportInput): Promise<Mo
     history: result.history,
     createdAt: new Date().toISOString(),
   };
-  await ctx.store.putBuffer(keys.modelFile(modelId, 'model.json'), files.modelJson, 'application/json');
-  await ctx.store.putBuffer(keys.modelFile(modelId, 'weights.bin'), files.weights, 'application/octet-stream');
-  await ctx.store.putBuffer(keys.modelFile(modelId, 'labels.json'), Buffer.from(JSON.stringify(labels)), 'application/json');
-  await ctx.store.putBuffer(keys.modelFile(modelId, 'metadata.json'), Buffer.from(JSON.stringify(metadata, null, 2)), 'application/json');
+  const objects: [name: string, body: Buffer | Uint8Array, type: string][] = [
+    ['model.json', files.modelJson, 'application/json'],
+    ['weights.bin', files.weights, 'application/octet-stream'],
+    ['labels.json', Buffer.from(JSON.stringify(labels)), 'application/json'],
+    ['metadata.json', Buffer.from(JSON.stringify(metadata, null, 2)), 'application/json'],
+  ];
+  for (const [name, body, type] of objects) await ctx.store.putBuffer(keys.modelFile(modelId, name), body, type);
   return {
     id: modelId,
     baseModel: base.label,
@@ -250,6 +253,8 @@ async function exportModel(ctx: TrainingContext, input: ExportInput): Promise<Mo
     labels,
     inputSize,
     storagePrefix: keys.modelPrefix(modelId),
+    // Counted against the tenant's storage quota.
+    sizeBytes: objects.reduce((sum, [, body]) => sum + body.byteLength, 0),
     metrics: {
       bestEpoch: result.bestEpoch,
       ...metadata.metrics,

@@ -15,6 +15,7 @@ import {
   stageArchive,
   type StagedArchive,
 } from '../../services/datasets.service.ts';
+import { checkUploadRoom } from '../../services/usage.service.ts';
 
 export async function datasetRoutes(fastify: FastifyInstance, { deps }: { deps: AppDeps }) {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
@@ -23,6 +24,8 @@ export async function datasetRoutes(fastify: FastifyInstance, { deps }: { deps: 
     if (!request.isMultipart()) {
       throw new DomainError('multipart_required', 'upload the zip as multipart/form-data, field "file"', 415);
     }
+    // A tenant whose storage is full is told so before its upload is read.
+    await checkUploadRoom(deps, callerOf(request).tenantId);
     // Parts arrive in order and a file part must be consumed before the next one is read, so
     // the zip is staged to disk inside the loop and the dataset created once "name" (which may
     // come before or after the file) is known.

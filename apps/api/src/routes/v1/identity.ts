@@ -3,11 +3,31 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import type { AppDeps } from '../../deps.ts';
 import { callerOf, requireAdmin } from '../../plugins/auth.ts';
-import { IdParams } from '../../schemas.ts';
+import { NotFoundError } from '@finetune/core';
+import { IdParams, ListQuery } from '../../schemas.ts';
 import { checkDatasetName } from '../../services/datasets.service.ts';
-import { createApiKey, createTenant, presentApiKey, revokeApiKey } from '../../services/identity.service.ts';
+import { createApiKey, createTenant, presentApiKey, renameTenant, revokeApiKey } from '../../services/identity.service.ts';
+import { presentTenant, setTenantQuotas, usageReport } from '../../services/usage.service.ts';
 
 const TenantBody = Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false });
+// 0 is unlimited, null returns a quota to the deployment's default, absent leaves it as it is.
+const QuotaValue = (maximum: number) => Type.Union([Type.Integer({ minimum: 0, maximum }), Type.Null()]);
+const TenantPatchBody = Type.Object(
+  {
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    quotas: Type.Optional(
+      Type.Object(
+        {
+          concurrentJobs: Type.Optional(QuotaValue(1_000_000)),
+          storedBytes: Type.Optional(QuotaValue(Number.MAX_SAFE_INTEGER)),
+          models: Type.Optional(QuotaValue(100_000_000)),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false, minProperties: 1 },
+);
 const ApiKeyBody = Type.Object(
   {
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
@@ -24,6 +44,27 @@ export async function identityRoutes(fastify: FastifyInstance, { deps }: { deps:
     const tenant = await createTenant(deps, checkDatasetName(request.body.name));
     return reply.code(201).header('location', `/v1/tenants/${tenant.id}`).send({ id: tenant.id, name: tenant.name });
   });
+
+  app.get('/v1/tenants', { onRequest: requireAdmin, schema: { querystring: ListQuery } }, async (request) => {
+    const page = await deps.tenants.list(request.query);
+    return { items: await Promise.all(page.items.map((t) => presentTenant(deps, t))), nextCursor: page.nextCursor };
+  });
+
+  app.get('/v1/tenants/:id', { onRequest: requireAdmin, schema: { params: IdParams } }, async (request) => {
+    const tenant = await deps.tenants.get(request.params.id);
+    if (!tenant) throw new NotFoundError('tenant', request.params.id);
+    return presentTenant(deps, tenant);
+  });
+
+  app.patch('/v1/tenants/:id', { onRequest: requireAdmin, schema: { params: IdParams, body: TenantPatchBody } }, async (request) => {
+    const { name, quotas } = request.body;
+    if (name !== undefined) await renameTenant(deps, request.params.id, checkDatasetName(name));
+    const tenant = await setTenantQuotas(deps, request.params.id, quotas ?? {});
+    request.log.info({ forTenant: tenant.id, quotas }, 'tenant updated');
+    return presentTenant(deps, tenant);
+  });
+
+  app.get('/v1/usage', async (request) => usageReport(deps, callerOf(request).tenantId));
 
   app.post(
     '/v1/tenants/:id/api-keys',
