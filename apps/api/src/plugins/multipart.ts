@@ -60,7 +60,12 @@ export async function* multipartParts(
       if (next.done) return;
       // A body cut inside this part fails its stream, where the consumer (a pipeline to disk,
       // toBuffer) sees the error; a listener added now runs before theirs.
-      if (next.value.type === 'file') next.value.file.prependListener('error', markIfParserError);
+      // When the whole body was buffered before parsing began, busboy may already have failed the
+      // stream before it reached us: mark that error too.
+      if (next.value.type === 'file') {
+        next.value.file.prependListener('error', markIfParserError);
+        if (next.value.file.errored) markIfParserError(next.value.file.errored);
+      }
       yield next.value;
     }
   } finally {
