@@ -29,7 +29,7 @@ const SHRINK = process.env.FUZZ_SHRINK === '1';
 let t: TestApp;
 let port: number;
 let agent: http.Agent;
-let ids: { dataset: string; victim: string; job: string; model: string };
+let ids: { dataset: string; victim: string; job: string; model: string; tenant: string };
 let fixtures: { png: Buffer; jpeg: Buffer; zip: Buffer; svg: Buffer };
 /** Statuses seen, per property: shows what each one reached (printed at the end). */
 const seen = new Map<string, Map<string, number>>();
@@ -173,8 +173,10 @@ const ID_ROUTES: [string, string][] = [
   ['POST', '/v1/models/:id/predict'],
   ['DELETE', '/v1/api-keys/:id'],
   ['POST', '/v1/tenants/:id/api-keys'],
+  ['GET', '/v1/tenants/:id'],
+  ['PATCH', '/v1/tenants/:id'],
 ];
-const PATHS = ['/healthz', '/readyz', '/v1/base-models', '/v1/datasets', '/v1/jobs', '/v1/api-keys', '/v1/tenants', ...ID_ROUTES.map(([, p]) => p), '/', '/v1', '/v1/', '/v2/jobs', '/v1/jobs/', '//v1/jobs'];
+const PATHS = ['/healthz', '/readyz', '/v1/base-models', '/v1/datasets', '/v1/jobs', '/v1/api-keys', '/v1/tenants', '/v1/usage', ...ID_ROUTES.map(([, p]) => p), '/', '/v1', '/v1/', '/v2/jobs', '/v1/jobs/', '//v1/jobs'];
 
 // Header values Node's client will send: tab, visible ASCII, Latin-1.
 const headerValue = fc.oneof(
@@ -402,7 +404,10 @@ beforeAll(async () => {
   const { modelId } = await createTinyModel(t);
   const job = await send(withBody({ method: 'POST', path: '/v1/jobs' }, JSON.stringify({ datasetId: dataset, baseModel: 'mobilenet_v2' })));
   expect(job.status, job.body).toBe(202);
-  ids = { dataset, victim, job: (JSON.parse(job.body) as { id: string }).id, model: modelId };
+  // A tenant of its own for PATCH bodies: quotas set at random must not starve the other properties.
+  const tenant = await send(withBody({ method: 'POST', path: '/v1/tenants' }, JSON.stringify({ name: 'fuzzed' })));
+  expect(tenant.status, tenant.body).toBe(201);
+  ids = { dataset, victim, job: (JSON.parse(job.body) as { id: string }).id, model: modelId, tenant: (JSON.parse(tenant.body) as { id: string }).id };
 });
 
 afterAll(async () => {
@@ -456,6 +461,20 @@ describe(`fuzz (seed ${SEED})`, () => {
     );
   });
 
+  it('PATCH /v1/tenants/:id with generated and mutated bodies', async () => {
+    const quota = fc.oneof(fc.integer({ min: -2, max: 5 }), fc.constantFrom(null, 0, 2 ** 53, 2 ** 53 + 2, 1.5, -0, '3', true, [], {}, 1e308));
+    const body = fc.oneof(
+      fc.record({ name: fc.oneof(fc.string({ unit: 'binary', maxLength: 40 }), fc.constant('a'.repeat(300))), quotas: fc.dictionary(fc.constantFrom('concurrentJobs', 'storedBytes', 'models', '__proto__', 'x'), quota) }, { requiredKeys: [] }),
+      fc.json({ maxDepth: 3 }),
+    );
+    await fc.assert(
+      fc.asyncProperty(body, async (b) => {
+        await roundTrip(withBody({ method: 'PATCH', path: `/v1/tenants/${ids.tenant}` }, typeof b === 'string' ? b : JSON.stringify(b)));
+      }),
+      params(300),
+    );
+  });
+
   it('ids in every :id route', async () => {
     await fc.assert(
       fc.asyncProperty(
@@ -475,7 +494,7 @@ describe(`fuzz (seed ${SEED})`, () => {
     await fc.assert(
       fc.asyncProperty(
         fc.constantFrom(...PATHS),
-        fc.constantFrom('GET', 'POST', 'DELETE'),
+        fc.constantFrom('GET', 'POST', 'DELETE', 'PATCH'),
         fc.dictionary(headerName, headerValue, { maxKeys: 4 }),
         fc.record({
           'content-type': sometimes(fc.oneof(fc.constantFrom(...CONTENT_TYPES), headerValue), 0.5),
@@ -488,7 +507,7 @@ describe(`fuzz (seed ${SEED})`, () => {
           const headers: Record<string, string> = { ...extra };
           for (const [k, v] of Object.entries(known)) if (v !== null) headers[k] = v;
           const resolved = path.replace(':id', ids.job);
-          await roundTrip({ method, path: resolved, headers, body: method === 'POST' ? (body ?? undefined) : undefined });
+          await roundTrip({ method, path: resolved, headers, body: method === 'POST' || method === 'PATCH' ? (body ?? undefined) : undefined });
         },
       ),
       params(600),
@@ -570,7 +589,7 @@ describe(`fuzz (seed ${SEED})`, () => {
           .map((header) => ({ auth: 'none' as Req['auth'], header: header as string | null })),
       },
     );
-    const known = new Set(['/v1/base-models', '/v1/datasets', '/v1/jobs', '/v1/api-keys']);
+    const known = new Set(['/v1/base-models', '/v1/datasets', '/v1/jobs', '/v1/api-keys', '/v1/usage', '/v1/tenants']);
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...ID_ROUTES, ...[...known].map((p) => ['GET', p] as [string, string])), authorization, async ([method, route], { auth, header }) => {
         const path = route.replace(':id', ids.job);
