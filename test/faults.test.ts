@@ -7,6 +7,9 @@ import { startWorker, type RunningWorker } from '@finetune/worker';
 import { buildTestApp, waitFor, type TestApp } from './support/app.ts';
 import { mnistFolderZip } from './support/mnist-fixtures.ts';
 
+// The planner's budget override (packages/ml/src/training/micro-batch.ts).
+const MEMORY_BUDGET_ENV = 'ML_MEMORY_BUDGET_BYTES';
+
 // Faults lose no data: a training process killed mid-job costs one attempt (the job is retried
 // and succeeds, the worker lives on); minutes of training never let the BullMQ lock lapse; an
 // unreachable Redis gets a clear 503 and leaves no orphan job row.
@@ -69,15 +72,26 @@ describe('faults', () => {
   });
 
   it('a backend abort fails the job once, with a code and what to change, not three raw retries', { timeout: 300_000 }, async () => {
-    // The real fault: a full MobileNetV2 backward pass at batch 32 needs more memory than tfjs'
-    // wasm heap can grow to (it aborts with "memory access out of bounds"). The same spec would
-    // abort on every attempt.
-    const created = await t.http
-      .post('/v1/jobs')
-      .send({ datasetId, baseModel: 'mobilenet_v2', strategy: 'full', hyperparameters: { epochs: 1, batchSize: 32 } })
-      .expect(202);
+    // The real fault: a full MobileNetV2 backward pass over a batch of 24 (the 30-image dataset's
+    // training split, batch 32) needs ~7 GiB, more than tfjs' wasm heap can grow to (4 GiB): it
+    // aborts with "memory access out of bounds". The micro-batch planner would split that batch;
+    // a memory budget far above the heap (an operator's mistake) makes it keep the whole batch, so
+    // wasm really aborts. The same spec would abort on every attempt. The training child inherits
+    // the worker's environment when the job is claimed, after this is set.
+    process.env[MEMORY_BUDGET_ENV] = String(64 * 1024 ** 3);
+    let jobId = '';
+    try {
+      const created = await t.http
+        .post('/v1/jobs')
+        .send({ datasetId, baseModel: 'mobilenet_v2', strategy: 'full', hyperparameters: { epochs: 1, batchSize: 32 } })
+        .expect(202);
+      jobId = created.body.id;
+      await waitFor('the training process', async () => trainingProcessPid(jobId), 60_000);
+    } finally {
+      delete process.env[MEMORY_BUDGET_ENV];
+    }
     const job = await waitFor('the job to fail', async () => {
-      const res = await t.http.get(`/v1/jobs/${created.body.id}`).expect(200);
+      const res = await t.http.get(`/v1/jobs/${jobId}`).expect(200);
       return ['succeeded', 'failed', 'canceled'].includes(res.body.status) ? res.body : undefined;
     }, 240_000);
     expect(job.status).toBe('failed');

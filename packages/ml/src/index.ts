@@ -12,6 +12,18 @@ export {
   type DatasetSummary,
 } from './dataset-zip.ts';
 export { computeEmbeddings } from './embed.ts';
+export {
+  forwardImages,
+  frozenEngine,
+  engineChoice,
+  inferenceThreads,
+  type EngineName,
+  type EngineChoice,
+  type ForwardOptions,
+  type ForwardResult,
+  type ImageBatch,
+} from './inference/index.ts';
+export { convertToOnnx, type OnnxConversion } from './onnx/index.ts';
 export { mulberry32, type Random } from './random.ts';
 export { serializeModel, loadModelFromFiles, type SerializedModel } from './export.ts';
 export { predictImages, predictProbabilities, type Prediction } from './predict.ts';

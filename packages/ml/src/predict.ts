@@ -1,4 +1,5 @@
-import { tf } from './backend.ts';
+import type { tf } from './backend.ts';
+import { forwardImages } from './inference/runner.ts';
 
 export interface Prediction {
   label: string;
@@ -9,7 +10,8 @@ export interface Prediction {
 
 /**
  * Classifies decoded images (inputSize×inputSize×3 floats in [0, 1]) with a composed model
- * whose output is class probabilities in `labels` order.
+ * whose output is class probabilities in `labels` order. ONNX Runtime or tfjs runs it (see
+ * inference/runner.ts).
  */
 export async function predictImages(
   model: tf.LayersModel,
@@ -20,35 +22,19 @@ export async function predictImages(
   batchSize = 16,
 ): Promise<Prediction[]> {
   const pixels = inputSize * inputSize * 3;
+  images.forEach((img, i) => {
+    if (img.length !== pixels) throw new Error(`image ${i} has ${img.length} values; expected ${pixels}`);
+  });
+  const { output: values, shape } = await forwardImages(model, images, { batchSize });
+  if (shape.length !== 1 || shape[0] !== labels.length) throw new Error(`model outputs shape [N, ${shape}] but ${labels.length} labels were given`);
   const k = Math.max(1, Math.min(topK, labels.length));
-  const results: Prediction[] = [];
-  for (let start = 0; start < images.length; start += batchSize) {
-    const count = Math.min(batchSize, images.length - start);
-    const batch = new Float32Array(count * pixels);
-    for (let j = 0; j < count; j++) {
-      const img = images[start + j]!;
-      if (img.length !== pixels) throw new Error(`image ${start + j} has ${img.length} values; expected ${pixels}`);
-      batch.set(img, j * pixels);
-    }
-    const probs = tf.tidy(() => model.predict(tf.tensor4d(batch, [count, inputSize, inputSize, 3])) as tf.Tensor);
-    let values: Float32Array;
-    try {
-      if (probs.shape.length !== 2 || probs.shape[1] !== labels.length) {
-        throw new Error(`model outputs shape [${probs.shape}] but ${labels.length} labels were given`);
-      }
-      values = (await probs.data()) as Float32Array;
-    } finally {
-      probs.dispose();
-    }
-    const c = labels.length;
-    for (let j = 0; j < count; j++) {
-      const row = Array.from(values.subarray(j * c, (j + 1) * c), (score, i) => ({ label: labels[i]!, score, i }));
-      row.sort((a, b) => b.score - a.score || a.i - b.i);
-      const top = row.slice(0, k).map(({ label, score }) => ({ label, score }));
-      results.push({ label: top[0]!.label, score: top[0]!.score, top });
-    }
-  }
-  return results;
+  const c = labels.length;
+  return images.map((_, j) => {
+    const row = Array.from(values.subarray(j * c, (j + 1) * c), (score, i) => ({ label: labels[i]!, score, i }));
+    row.sort((a, b) => b.score - a.score || a.i - b.i);
+    const top = row.slice(0, k).map(({ label, score }) => ({ label, score }));
+    return { label: top[0]!.label, score: top[0]!.score, top };
+  });
 }
 
 /**
@@ -62,26 +48,8 @@ export async function predictProbabilities(
   batchSize = 16,
 ): Promise<Float32Array> {
   const pixels = inputSize * inputSize * 3;
-  const chunks: Float32Array[] = [];
-  for (let start = 0; start < images.length; start += batchSize) {
-    const count = Math.min(batchSize, images.length - start);
-    const batch = new Uint8Array(count * pixels);
-    for (let j = 0; j < count; j++) batch.set(images[start + j]!, j * pixels);
-    const probs = tf.tidy(
-      () => model.predict(tf.tensor4d(batch, [count, inputSize, inputSize, 3], 'int32').toFloat().div(255)) as tf.Tensor,
-    );
-    try {
-      chunks.push((await probs.data()) as Float32Array);
-    } finally {
-      probs.dispose();
-    }
-    await new Promise((resolve) => setImmediate(resolve)); // let IPC and timers through
-  }
-  const out = new Float32Array(chunks.reduce((n, c) => n + c.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
+  images.forEach((img, i) => {
+    if (img.length !== pixels) throw new Error(`image ${i} has ${img.length} bytes; expected ${pixels}`);
+  });
+  return (await forwardImages(model, images, { batchSize })).output;
 }

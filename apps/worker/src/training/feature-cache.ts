@@ -7,8 +7,9 @@ import { keys, ObjectNotFoundError, type ObjectStore } from '@finetune/storage';
  * change, so a second job or a sweep on the same data skips the expensive forward pass.
  *
  * The key's variant hash covers everything that changes the numbers: the input size and
- * resize mode, the decoder, the layer the features are taken at, and which images (in which
- * order) make up the split.
+ * resize mode, the decoder, the layer the features are taken at, which images (in which
+ * order) make up the split, and the engine that ran the layers (ONNX Runtime or tfjs round
+ * differently, so their features never mix).
  */
 export class FeatureCache {
   hits = 0;
@@ -22,17 +23,17 @@ export class FeatureCache {
     private readonly preprocessing: Record<string, unknown>,
   ) {}
 
-  key(cut: string, split: string, ids: string[]): string {
+  key(cut: string, split: string, ids: string[], engine?: string): string {
     const variant = createHash('sha256')
-      .update(JSON.stringify({ ...this.preprocessing, cut, ids }))
+      .update(JSON.stringify({ ...this.preprocessing, cut, ids, engine }))
       .digest('hex')
       .slice(0, 32);
     const safeCut = cut.replace(/[^A-Za-z0-9_.-]/g, '_');
     return `${keys.embeddingCachePrefix(this.tenantId, this.baseModel, this.datasetId)}${variant}/${safeCut}-${split}.f32`;
   }
 
-  async getOrCompute(cut: string, split: string, ids: string[], compute: () => Promise<Float32Array>): Promise<Float32Array> {
-    const key = this.key(cut, split, ids);
+  async getOrCompute(cut: string, split: string, ids: string[], engine: string, compute: () => Promise<Float32Array>): Promise<Float32Array> {
+    const key = this.key(cut, split, ids, engine);
     try {
       const bytes = await this.store.getBuffer(key);
       this.hits += 1;

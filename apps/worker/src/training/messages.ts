@@ -10,6 +10,17 @@ export interface TrainingProgress {
   epoch: number;
   epochs: number;
   percent: number;
+  /** On the report of a completed epoch: its duration as the trainer measured it (the parent's metrics). */
+  epochSeconds?: number;
+  /** Within an epoch (batch-progress.ts): the batch just trained, of how many. */
+  batch?: number;
+  batches?: number;
+  /** Running mean training loss and accuracy of the epoch so far. */
+  loss?: number;
+  accuracy?: number;
+  /** Null until the pace is known. */
+  imagesPerSecond?: number | null;
+  etaSeconds?: number | null;
 }
 
 export type TrainingOutcome =

@@ -7,15 +7,17 @@ import { DomainError, totalEpochs, type Config, type JobSpec, type StopReason, t
 import type { DatasetsRepository, JobsRepository, ModelInput, ModelsRepository } from '@finetune/db';
 import {
   evaluateClassifier,
+  frozenEngine,
   predictProbabilities,
   serializeModel,
   tf,
   trainClassifier,
-  type EpochEvent,
   type Evaluation,
+  type TrainClassifierOptions,
   type TrainClassifierResult,
 } from '@finetune/ml';
 import { keys, type ObjectStore } from '@finetune/storage';
+import { batchProgress } from './batch-progress.ts';
 import { JobCheckpoints } from './checkpoints.ts';
 import { FeatureCache } from './feature-cache.ts';
 import type { TrainingOutcome, TrainingProgress } from './messages.ts';
@@ -90,7 +92,7 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
       resize: 'cover',
       decoder: 'sharp-rgb8',
     });
-    const train = (strategy: Strategy, options: { resumeFrom?: Uint8Array; onEpochEnd?: (e: EpochEvent) => Promise<void> } = {}) =>
+    const train = (strategy: Strategy, options: Pick<TrainClassifierOptions, 'resumeFrom' | 'onEpochEnd' | 'onBatchEnd'> = {}) =>
       trainClassifier({
         strategy,
         base: base.base,
@@ -99,8 +101,8 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
         val: data.val && { images: data.val.images, labels: data.val.targets },
         labels: data.labels,
         hyperparameters: hp,
-        frozenFeatures: ({ cut, split }, compute) =>
-          cache.getOrCompute(cut, split, (split === 'val' ? data.val?.ids : data.train.ids) ?? [], compute),
+        frozenFeatures: async ({ cut, split }, compute) =>
+          cache.getOrCompute(cut, split, (split === 'val' ? data.val?.ids : data.train.ids) ?? [], await frozenEngine(base.base.model, cut), compute),
         shouldStop: control.shouldStop,
         ...options,
       });
@@ -108,16 +110,22 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
     report('training', resume?.epoch ?? 0, 5);
     const result = await train(spec.strategy, {
       ...(resume ? { resumeFrom: resume.state } : {}),
+      onBatchEnd: batchProgress(epochs, ctx.report),
       onEpochEnd: async (epoch) => {
         await checkpoints.save(epoch, control.elapsedMs());
-        report('training', epoch.epoch, 5 + (80 * epoch.epoch) / epochs);
+        const percent = Math.round(5 + (80 * epoch.epoch) / epochs);
+        ctx.report({ phase: 'training', epoch: epoch.epoch, epochs, percent, epochSeconds: epoch.durationMs / 1000 });
       },
     });
     try {
       const embeddingCacheHit = cache.hits + cache.misses === 0 ? null : cache.misses === 0;
       const stopped = interruption(control);
       if (stopped) return stopped;
-      await ctx.jobs.recordTrainingFacts(jobId, lease, { embeddingCacheHit, stoppedEarly: result.stoppedEarly });
+      await ctx.jobs.recordTrainingFacts(jobId, lease, {
+        embeddingCacheHit,
+        stoppedEarly: result.stoppedEarly,
+        microBatchSize: result.microBatchSize ?? null,
+      });
       const exportInput = { jobId, spec, base, data, result, startedAt: job.startedAt?.getTime() ?? Date.now(), datasetSha: dataset.sha256, embeddingCacheHit };
 
       if (control.stopCause() === 'canceled') {
@@ -232,6 +240,8 @@ async function exportModel(ctx: TrainingContext, input: ExportInput): Promise<Mo
         skippedImages: data.skipped,
       },
       backend: ctx.backend,
+      // Images per forward + backward pass; below batchSize, gradients were summed over micro-batches.
+      microBatchSize: result.microBatchSize ?? null,
       versions: { tfjs: tf.version.tfjs, sharp: packageVersion('sharp'), node: process.versions.node },
       trainingTimeMs: Date.now() - input.startedAt,
       embeddingCacheReused: input.embeddingCacheHit === true,

@@ -1,6 +1,7 @@
 // The batcher: images (or cached cut features) → the tensors a training or evaluation batch
 // feeds the trainable part, plus the seeded epoch order.
 import { tf } from '../backend.ts';
+import { forwardImages } from '../inference/runner.ts';
 import { augmentBatch, type Augmentation } from './augment.ts';
 import type { LabelledImages } from './types.ts';
 
@@ -49,20 +50,15 @@ export function shuffled(n: number, random: () => number): Uint32Array {
   return order;
 }
 
-/** Runs `model` (inference) over images in batches; returns outputs row-major. */
+/**
+ * Runs `model` (inference: a frozen base or bottom) over images in batches; returns outputs
+ * row-major, images.length × width. ONNX Runtime or tfjs runs it (see inference/runner.ts),
+ * which checks the images (size × size × 3 bytes) against the model's input.
+ */
 export async function runFrozen(model: tf.LayersModel, images: Uint8Array[], size: number, width: number, batchSize: number): Promise<Float32Array> {
-  const out = new Float32Array(images.length * width);
-  for (let start = 0; start < images.length; start += batchSize) {
-    const idx = range(start, Math.min(images.length, start + batchSize));
-    const y = tf.tidy(() => model.predict(imageBatch(images, idx, size)) as tf.Tensor);
-    try {
-      out.set(await y.data<'float32'>(), start * width);
-    } finally {
-      y.dispose();
-    }
-    await yieldToEventLoop();
-  }
-  return out;
+  const result = await forwardImages(model, images, { batchSize });
+  if (product(result.shape) !== width) throw new Error(`runFrozen: ${model.name} outputs [${result.shape}] per image, expected ${width} values`);
+  return result.output;
 }
 
 /** The trainable part's input for some samples of a split (the caller disposes it). */

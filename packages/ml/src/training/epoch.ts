@@ -39,11 +39,15 @@ export async function trainEpoch(p: {
   learningRate: number;
   baseLearningRate: number;
   batchSize: number;
+  /** Images per forward + backward pass (micro-batch.ts); the step's gradient sums them. Default: batchSize. */
+  microBatch?: number;
   numClasses: number;
   classWeights: Float32Array | null;
   shuffle: () => number;
   dropSeed: () => number;
   shouldStop?: () => boolean | Promise<boolean>;
+  /** After every batch: where the epoch is (progress reports). */
+  onBatchEnd?: (e: BatchEvent) => void;
 }): Promise<EpochOutcome> {
   const { net, hp } = p;
   setLearningRate(net.headOpt, p.learningRate);
@@ -57,35 +61,21 @@ export async function trainEpoch(p: {
   let stopped = false;
   for (let start = 0; start < n; start += p.batchSize) {
     const idx = order.subarray(start, Math.min(n, start + p.batchSize));
-    const x = p.input(p.train, p.features, idx, true);
-    const labelArr = Int32Array.from(idx, (i) => p.train.labels[i]!);
-    const labels = tf.tensor1d(labelArr, 'int32');
-    const weights = p.classWeights ? tf.tensor1d(Float32Array.from(labelArr, (c) => p.classWeights![c]!)) : null;
-    let correctT: tf.Tensor | undefined;
-    const { value, grads } = tf.variableGrads(() => {
-      const emb = net.top ? (net.top.apply(x, { training: net.topTraining }) as tf.Tensor) : x;
-      const logits = headLogits(net.head, emb, true, p.dropSeed);
-      correctT = tf.keep(tf.sum(tf.equal(tf.argMax(logits, -1), labels)));
-      const loss = classificationLoss(logits, labels, { numClasses: p.numClasses, labelSmoothing: hp.labelSmoothing, sampleWeights: weights });
-      const penalty = l2Penalty(allVars, hp.l2);
-      return penalty ? tf.add(loss, penalty) : loss;
-    }, allVars);
+    const step = await accumulateGradients({ ...p, idx, allVars });
     try {
-      net.headOpt.applyGradients(net.headVars.map((v) => ({ name: v.name, tensor: grads[v.name]! })));
-      if (net.baseOpt) net.baseOpt.applyGradients(net.baseVars.map((v) => ({ name: v.name, tensor: grads[v.name]! })));
+      net.headOpt.applyGradients(net.headVars.map((v) => ({ name: v.name, tensor: step.grads[v.name]! })));
+      if (net.baseOpt) net.baseOpt.applyGradients(net.baseVars.map((v) => ({ name: v.name, tensor: step.grads[v.name]! })));
       if (hp.optimizer === 'adamw') {
         applyDecoupledWeightDecay(net.headVars, p.learningRate, hp.weightDecay);
         applyDecoupledWeightDecay(net.baseVars, p.baseLearningRate, hp.weightDecay);
       }
-      const [lv, cv] = await Promise.all([value.data(), correctT!.data()]);
-      lossSum += lv[0]! * idx.length;
-      correct += cv[0]!;
+      lossSum += step.loss * idx.length;
+      correct += step.correct;
       seen += idx.length;
     } finally {
-      tf.dispose(grads);
-      tf.dispose([value, x, labels, correctT!]);
-      weights?.dispose();
+      tf.dispose(step.grads);
     }
+    p.onBatchEnd?.({ batch: start / p.batchSize + 1, batches: Math.ceil(n / p.batchSize), images: seen, trainLoss: lossSum / seen, trainAcc: correct / seen });
     if (p.shouldStop && (await p.shouldStop())) {
       stopped = true;
       // Stopping after the last batch still completes the epoch.
@@ -94,6 +84,78 @@ export async function trainEpoch(p: {
     await yieldToEventLoop();
   }
   return { complete: true, stopped, trainLoss: lossSum / seen, trainAcc: correct / seen };
+}
+
+/** The running figures of an epoch after one more batch. */
+export interface BatchEvent {
+  /** 1-based. */
+  batch: number;
+  batches: number;
+  /** Images trained so far in this epoch. */
+  images: number;
+  /** Mean over the epoch's batches so far. */
+  trainLoss: number;
+  trainAcc: number;
+}
+
+type StepInput = Parameters<typeof trainEpoch>[0] & { idx: Uint32Array; allVars: tf.Variable[] };
+
+/**
+ * One step's loss and gradient, computed over micro-batches of at most `microBatch` images in
+ * order and summed: each micro-batch's mean loss is weighted by its share of the batch, so the
+ * sum is the batch's mean loss and its gradient the batch's mean gradient (up to float rounding;
+ * the l2 penalty enters once, with the first micro-batch). A batch that fits in one pass runs
+ * exactly as it did before micro-batching. Deterministic: same order, same sums, and the
+ * augmentation and dropout streams are drawn in sample order either way.
+ */
+async function accumulateGradients(p: StepInput): Promise<{ grads: tf.NamedTensorMap; loss: number; correct: number }> {
+  const { net, hp, idx } = p;
+  const micro = Math.max(1, Math.min(p.microBatch ?? idx.length, idx.length));
+  let sum: tf.NamedTensorMap | null = null;
+  let loss = 0;
+  let correct = 0;
+  try {
+    for (let m = 0; m < idx.length; m += micro) {
+      const part = idx.subarray(m, Math.min(idx.length, m + micro));
+      const share = part.length / idx.length;
+      const x = p.input(p.train, p.features, part, true);
+      const labelArr = Int32Array.from(part, (i) => p.train.labels[i]!);
+      const labels = tf.tensor1d(labelArr, 'int32');
+      const weights = p.classWeights ? tf.tensor1d(Float32Array.from(labelArr, (c) => p.classWeights![c]!)) : null;
+      let correctT: tf.Tensor | undefined;
+      try {
+        const { value, grads } = tf.variableGrads(() => {
+          const emb = net.top ? (net.top.apply(x, { training: net.topTraining }) as tf.Tensor) : x;
+          const logits = headLogits(net.head, emb, true, p.dropSeed);
+          correctT = tf.keep(tf.sum(tf.equal(tf.argMax(logits, -1), labels)));
+          const mean = classificationLoss(logits, labels, { numClasses: p.numClasses, labelSmoothing: hp.labelSmoothing, sampleWeights: weights });
+          const scaled: tf.Scalar = share === 1 ? mean : tf.mul(mean, share);
+          const penalty = m === 0 ? l2Penalty(p.allVars, hp.l2) : null;
+          return penalty ? (tf.add(scaled, penalty) as tf.Scalar) : scaled;
+        }, p.allVars);
+        const prev: tf.NamedTensorMap | null = sum;
+        // From here the step owns the grads (the running sum, or the first micro-batch's).
+        sum = prev ? tf.tidy(() => Object.fromEntries(Object.keys(prev).map((k) => [k, tf.add(prev[k]!, grads[k]!)]))) : grads;
+        if (prev) tf.dispose([prev, grads]);
+        try {
+          const [lv, cv] = await Promise.all([value.data(), correctT!.data()]);
+          loss += lv[0]!;
+          correct += cv[0]!;
+        } finally {
+          value.dispose();
+        }
+      } finally {
+        tf.dispose([x, labels]);
+        correctT?.dispose();
+        weights?.dispose();
+      }
+      if (m + micro < idx.length) await yieldToEventLoop();
+    }
+  } catch (error) {
+    if (sum) tf.dispose(sum);
+    throw error;
+  }
+  return { grads: sum!, loss, correct };
 }
 
 /** Plain cross-entropy and accuracy on the validation set (inference mode everywhere). */

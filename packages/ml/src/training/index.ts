@@ -9,6 +9,7 @@ export {
   type CheckpointData,
   type LabelledImages,
 } from './train-classifier.ts';
+export type { BatchEvent } from './epoch.ts';
 export { TrainingStateError, TRAINING_STATE_FORMAT } from './training-state.ts';
 export { learningRateForEpoch, defaultStageEpochs } from './schedule.ts';
 export { makeOptimizer, setLearningRate, applyDecoupledWeightDecay, disposeOptimizer } from './optimizers.ts';

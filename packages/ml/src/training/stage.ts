@@ -6,6 +6,7 @@ import { tf } from '../backend.ts';
 import { serializeModel } from '../export.ts';
 import type { Augmentation } from './augment.ts';
 import { batchInput, product, runFrozen, type BatchInput } from './batches.ts';
+import { supplyBatchNormScale } from './batch-norm-gradient.ts';
 import type { StageNet } from './epoch.ts';
 import { disposeOptimizer, makeOptimizer } from './optimizers.ts';
 import type { PlannedStage } from './stages.ts';
@@ -60,6 +61,7 @@ export async function openStage(p: {
   const top = fullyFrozen
     ? null
     : rebuild(graph, { from: cut.cutLayer, to: graph.outputName, layers: cut.topLayers, weights: (name) => trained.get(name), name: 'trainable_top', trainable: true });
+  const scaleConstants = top ? supplyBatchNormScale(top) : [];
   // Fresh optimizers every stage: a stage's rates and variables differ from the last one's.
   const headOpt = makeOptimizer(p.hp, stage.learningRate);
   const baseOpt = top ? makeOptimizer(p.hp, stage.learningRate * p.baseMultiplier) : null;
@@ -67,6 +69,7 @@ export async function openStage(p: {
     if (top) snapshotLayers(top, trained);
     if (bottom && bottom !== p.base) bottom.dispose();
     top?.dispose();
+    tf.dispose(scaleConstants);
     disposeOptimizer(headOpt);
     if (baseOpt) disposeOptimizer(baseOpt);
   };

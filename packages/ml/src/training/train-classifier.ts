@@ -24,11 +24,13 @@ import { tf } from '../backend.ts';
 import { mulberry32, type Random } from '../random.ts';
 import { augmentationEnabled } from './augment.ts';
 import { checkSplit, product } from './batches.ts';
+import { registerBatchNormGradient } from './batch-norm-gradient.ts';
 import { EarlyStopping, type EarlyStoppingState } from './early-stopping.ts';
-import { evaluate, trainEpoch } from './epoch.ts';
+import { evaluate, trainEpoch, type BatchEvent } from './epoch.ts';
 import { buildClassifierHead, classWeightVector } from './head.ts';
 import { optimizerState, restoreOptimizerState } from './optimizers.ts';
 import { prototypeRun } from './prototype-run.ts';
+import { cannotFit, currentBackend, fitMicroBatch, memoryBudget, residentBytes, stepMemory } from './micro-batch.ts';
 import { learningRateForEpoch } from './schedule.ts';
 import { openStage, type FeatureMemo, type StageSession } from './stage.ts';
 import { planStages, type PlannedStage } from './stages.ts';
@@ -87,6 +89,7 @@ export async function trainClassifier(opts: TrainClassifierOptions): Promise<Tra
 }
 
 function prepare(opts: TrainClassifierOptions): RunSetup {
+  registerBatchNormGradient();
   const size = opts.inputSize;
   const numClasses = opts.labels.length;
   if (numClasses < 1) throw new Error('trainClassifier: no classes');
@@ -126,6 +129,8 @@ class ClassifierRun {
   private readonly baseMultiplier: number;
   private readonly batchSize: number;
   private readonly classWeights: Float32Array | null;
+  /** The smallest micro-batch a stage of this call trained with (null before the first). */
+  private microBatch: number | null = null;
 
   constructor(
     private readonly setup: RunSetup,
@@ -154,6 +159,9 @@ class ClassifierRun {
   async trainStage(index: number, start: StageStart): Promise<void> {
     const { opts, hp, setup } = this;
     const stage = this.stages[index]!;
+    // Before the stage allocates anything: a spec that cannot fit fails here, before any work.
+    const microBatch = this.planMicroBatch(stage);
+    this.microBatch = Math.min(this.microBatch ?? microBatch, microBatch);
     const session = await openStage({
       graph: setup.graph,
       base: opts.base.model,
@@ -188,11 +196,13 @@ class ClassifierRun {
           learningRate: lr,
           baseLearningRate: lr * this.baseMultiplier,
           batchSize: this.batchSize,
+          microBatch,
           numClasses: opts.labels.length,
           classWeights: this.classWeights,
           shuffle: this.random.shuffle,
           dropSeed,
           shouldStop: opts.shouldStop,
+          ...(opts.onBatchEnd ? { onBatchEnd: (b: BatchEvent) => opts.onBatchEnd!({ ...b, epoch: this.epoch + 1, stage: index + 1 }) } : {}),
         });
         if (outcome.stopped) this.stopped = true;
         if (!outcome.complete) break;
@@ -229,6 +239,18 @@ class ClassifierRun {
     }
   }
 
+  /**
+   * The largest micro-batch (≤ batchSize) whose step fits the backend's memory (micro-batch.ts).
+   * A function of the spec and the backend only, so a resumed run plans what the first one did.
+   */
+  private planMicroBatch(stage: PlannedStage): number {
+    const need = stepMemory(this.setup.graph, stage.cut, { batchStatistics: this.scratch, optimizer: this.hp.optimizer, headParams: this.head.countParams() });
+    const what = `strategy ${this.opts.strategy}${this.stages.length > 1 ? ` (stage ${stage.index})` : ''} on ${this.opts.base.info.id}`;
+    const plan = fitMicroBatch(need, { batchSize: this.batchSize, residentBytes: residentBytes(this.opts.base.model), budget: memoryBudget(currentBackend()), what });
+    if (!plan.fits) throw cannotFit(plan);
+    return plan.microBatch;
+  }
+
   result(): TrainClassifierResult {
     const best = this.best.weights;
     // No epoch completed (stopped in the first): the weights as they are.
@@ -243,6 +265,7 @@ class ClassifierRun {
         stoppedEarly: this.stoppedEarly,
         trainableLayers: this.setup.graph.order.filter((l) => this.everTrained.has(l)),
         history: this.history,
+        microBatchSize: this.microBatch ?? this.batchSize,
       };
     } finally {
       if (!best) disposeMap(weights);

@@ -3,6 +3,7 @@ import type { Hyperparameters, Strategy } from '@finetune/core';
 import type { tf } from '../backend.ts';
 import type { SerializedModel } from '../export.ts';
 import type { BaseModel } from '../zoo.ts';
+import type { BatchEvent } from './epoch.ts';
 
 export interface LabelledImages {
   /** Each image RGB uint8 (0..255), inputSize × inputSize × 3, row-major HWC. */
@@ -64,6 +65,8 @@ export interface TrainClassifierOptions {
   frozenFeatures?: (key: { cut: string; split: 'train' | 'val' }, compute: () => Promise<Float32Array>) => Promise<Float32Array>;
   /** Called for the epochs trained by this call only (not for those restored by `resumeFrom`). */
   onEpochEnd?: (e: EpochEvent) => Promise<void>;
+  /** After every training batch: the epoch in progress (1-based, across stages) and its running figures. */
+  onBatchEnd?: (e: BatchEvent & { epoch: number; stage: number }) => void;
   /** Checked after every batch; true → stop (a partial epoch is discarded). */
   shouldStop?: () => boolean | Promise<boolean>;
   /**
@@ -88,4 +91,10 @@ export interface TrainClassifierResult {
   trainableLayers: string[];
   /** Every epoch, restored ones included. */
   history: EpochReport[];
+  /**
+   * Images per forward + backward pass: the largest that fits the backend's memory, the
+   * smallest over the stages this call trained (micro-batch.ts). Below batchSize, each step
+   * summed the gradients of several micro-batches. Absent for prototype (no gradient step).
+   */
+  microBatchSize?: number;
 }

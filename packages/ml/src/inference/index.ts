@@ -1,0 +1,12 @@
+export {
+  forwardImages,
+  frozenEngine,
+  engineChoice,
+  tfjsEngine,
+  type EngineName,
+  type EngineChoice,
+  type ForwardOptions,
+  type ForwardResult,
+  type ImageBatch,
+} from './runner.ts';
+export { inferenceThreads } from './onnxruntime.ts';

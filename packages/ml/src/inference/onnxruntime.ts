@@ -1,0 +1,75 @@
+// ONNX Runtime sessions for converted tfjs models. The package is imported on first use and its
+// absence (or a native binding that will not load on this platform) only means tfjs runs.
+import os from 'node:os';
+import type { InferenceSession } from 'onnxruntime-node';
+import type { tf } from '../backend.ts';
+import { convertToOnnx } from '../onnx/convert.ts';
+
+type Ort = typeof import('onnxruntime-node');
+
+export interface OrtSession {
+  session: InferenceSession;
+  inputName: string;
+  outputName: string;
+  /** Keras shapes without the batch dimension. */
+  inputShape: number[];
+  outputShape: number[];
+}
+
+let ort: Promise<Ort | Error> | null = null;
+
+function loadOrt(): Promise<Ort | Error> {
+  ort ??= import('onnxruntime-node').then(
+    (m) => ((m as { default?: Ort }).default?.InferenceSession ? (m as { default: Ort }).default : m),
+    (error: unknown) => new Error(`onnxruntime-node unavailable: ${(error as Error).message.split('\n')[0]}`),
+  );
+  return ort;
+}
+
+/**
+ * Intra-op threads for every session: ML_THREADS, or every core the process may use. ORT's
+ * pool is per session; sessions run one batch at a time, so this is the process's CPU use.
+ */
+export function inferenceThreads(env: Record<string, string | undefined> = process.env): number {
+  const raw = env.ML_THREADS;
+  if (raw === undefined || raw === '') return os.availableParallelism();
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new Error(`ML_THREADS must be a whole number from 1 to 1024 (got '${raw}')`);
+  return n;
+}
+
+/** Converts `model` (up to `cut`) and opens a session on it, or says why it cannot. */
+export async function openSession(model: tf.LayersModel, cut: string | undefined): Promise<OrtSession | { reason: string }> {
+  const conversion = convertToOnnx(model, cut === undefined ? {} : { cut });
+  if (!conversion.convertible) return { reason: conversion.reason };
+  const loaded = await loadOrt();
+  if (loaded instanceof Error) return { reason: loaded.message };
+  // A bad ML_THREADS is a configuration error: it throws here rather than passing for a model ORT refused.
+  const threads = inferenceThreads();
+  try {
+    const session = await loaded.InferenceSession.create(conversion.bytes, {
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+      logSeverityLevel: 3,
+    });
+    return { session, inputName: conversion.inputName, outputName: conversion.outputName, inputShape: conversion.inputShape, outputShape: conversion.outputShape };
+  } catch (error) {
+    return { reason: `onnxruntime refused the converted model: ${(error as Error).message.split('\n')[0]}` };
+  }
+}
+
+/** One batch through a session: NHWC float32 in, the output's values out. */
+export async function runSession(s: OrtSession, batch: Float32Array, count: number): Promise<Float32Array> {
+  const loaded = await loadOrt();
+  if (loaded instanceof Error) throw loaded;
+  const input = new loaded.Tensor('float32', batch, [count, ...s.inputShape]);
+  const outputs = await s.session.run({ [s.inputName]: input });
+  const y = outputs[s.outputName]!;
+  try {
+    return y.data as Float32Array;
+  } finally {
+    input.dispose();
+  }
+}
