@@ -76,6 +76,8 @@ describe('end to end', () => {
     else expect(job.backend).toBe(t.config.mlBackend);
     expect(job.progress).toEqual({ epoch: epochs, epochs, percent: 100 });
     expect(job.skippedImages).toBe(0);
+    // A head on cached embeddings fits memory whole: one pass per batch.
+    expect(job.microBatchSize).toBe(job.spec.hyperparameters.batchSize);
     expect(job.startedAt).not.toBeNull();
     expect(job.finishedAt).not.toBeNull();
 

@@ -43,6 +43,8 @@ const LIMITS_OFF = {
   QUOTA_CONCURRENT_JOBS: '0',
   QUOTA_STORED_BYTES: '0',
   QUOTA_MODELS: '0',
+  // Spawned workers would all try the default metrics port; test/metrics.test.ts picks its own.
+  WORKER_METRICS_PORT: '0',
 };
 
 declare module 'vitest' {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import supertest from 'supertest';
 import { loadConfig, type Config } from '@finetune/core';
-import { buildApp, closeAppDeps, createAppDeps, type AppDeps } from '@finetune/api';
+import { buildApp, closeAppDeps, createAppDeps, type AppDeps, type BuildOptions } from '@finetune/api';
 import { DEFAULT_TENANT_ID } from '@finetune/db';
 
 /** This test process's bootstrap admin key and server secret (every buildTestApp uses them). */
@@ -26,13 +26,13 @@ export interface TestApp {
  * The real app on the test Postgres, Redis and S3 server the global setup started, with
  * ADMIN_API_KEY and API_KEY_SECRET set (the caller's `env` may override them).
  */
-export async function buildTestApp(env: Record<string, string> = {}, options: { logger?: boolean | object } = {}): Promise<TestApp> {
+export async function buildTestApp(env: Record<string, string> = {}, options: BuildOptions = {}): Promise<TestApp> {
   const config = loadConfig({ ...process.env, ADMIN_API_KEY: TEST_ADMIN_API_KEY, API_KEY_SECRET: TEST_API_KEY_SECRET, ...env });
   const deps = createAppDeps(config);
   await deps.store.ensureBucket();
   // Created here rather than on the first request: tests insert rows for it directly.
   await deps.tenants.ensureDefault();
-  const app = await buildApp(deps, { logger: options.logger ?? false });
+  const app = await buildApp(deps, { ...options, logger: options.logger ?? false });
   await app.ready();
   const auth = { authorization: `Bearer ${config.auth.adminApiKey ?? TEST_ADMIN_API_KEY}` };
   return {

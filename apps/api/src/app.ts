@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
 import type { IncomingMessage } from 'node:http';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type RouteOptions } from 'fastify';
 import cors from '@fastify/cors';
 import helmet from '@fastify/helmet';
 import type { AppDeps } from './deps.ts';
@@ -8,7 +9,9 @@ import { authenticate, decorateCaller } from './plugins/auth.ts';
 import { registerJsonBody } from './plugins/json-body.ts';
 import { rateLimit } from './plugins/rate-limit.ts';
 import { TokenBuckets } from './rate-limit/token-buckets.ts';
+import { createApiMetrics, registerMetrics } from './metrics/index.ts';
 import { registerMultipart } from './plugins/multipart.ts';
+import { registerOpenApi } from './plugins/openapi.ts';
 import { clientErrorHandler, frameworkErrors, registerProblemDetails } from './plugins/problem-details.ts';
 import { registerBodyIdleTimeout, serverTimeoutOptions } from './plugins/timeouts.ts';
 import { validatorCompiler } from './plugins/validation.ts';
@@ -16,11 +19,15 @@ import { healthRoutes } from './routes/health.ts';
 import { baseModelRoutes } from './routes/v1/base-models.ts';
 import { datasetRoutes } from './routes/v1/datasets.ts';
 import { jobRoutes } from './routes/v1/jobs.ts';
+import { jobEventRoutes } from './routes/v1/job-events.ts';
 import { identityRoutes } from './routes/v1/identity.ts';
 import { modelRoutes } from './routes/v1/models.ts';
 import { ModelCache } from './services/model-cache.ts';
 
 export { createAppDeps, closeAppDeps, type AppDeps } from './deps.ts';
+
+/** The API's version, as the OpenAPI document states it. */
+const API_VERSION = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 /** A caller's X-Request-Id is kept (it ties our logs to theirs) only if it is a plain token: it
  * is echoed in a header and written to every log line, so nothing that could forge either. */
@@ -64,7 +71,13 @@ export async function checkAuthConfig(deps: AppDeps): Promise<string> {
 const REDACT = ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization'];
 
 /** Builds the API without listening: tests inject requests, server.ts listens. */
-export async function buildApp(deps: AppDeps, options: { logger?: boolean | object } = {}): Promise<FastifyInstance> {
+export interface BuildOptions {
+  logger?: boolean | object;
+  /** Sees every route as it is registered (tests check each one is documented). */
+  onRoute?: (route: RouteOptions) => void;
+}
+
+export async function buildApp(deps: AppDeps, options: BuildOptions = {}): Promise<FastifyInstance> {
   const { config } = deps;
   const secret = await checkAuthConfig(deps);
   const logger =
@@ -84,6 +97,7 @@ export async function buildApp(deps: AppDeps, options: { logger?: boolean | obje
     clientErrorHandler,
     frameworkErrors,
   });
+  if (options.onRoute) app.addHook('onRoute', options.onRoute);
   app.setValidatorCompiler(validatorCompiler());
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
@@ -112,9 +126,13 @@ export async function buildApp(deps: AppDeps, options: { logger?: boolean | obje
     });
   }
   await registerMultipart(app, config);
+  // Before any route: the document is collected as routes are added.
+  if (config.docsEnabled) await registerOpenApi(app, { version: API_VERSION });
 
-  const cache = new ModelCache(config.modelCacheSize, config.mlBackend);
+  const metrics = config.metrics.enabled ? createApiMetrics(deps.queue) : undefined;
+  const cache = new ModelCache(config.modelCacheSize, config.mlBackend, metrics);
   app.addHook('onClose', async () => cache.clear());
+  if (metrics) registerMetrics(app, { metrics, token: config.metrics.token });
 
   decorateCaller(app);
   await app.register(healthRoutes, { deps });
@@ -125,6 +143,7 @@ export async function buildApp(deps: AppDeps, options: { logger?: boolean | obje
     await v1.register(identityRoutes, { deps });
     await v1.register(datasetRoutes, { deps });
     await v1.register(jobRoutes, { deps });
+    await v1.register(jobEventRoutes, { deps });
     await v1.register(modelRoutes, { deps, cache });
   });
   return app;

@@ -12,9 +12,13 @@ export const ListQuery = Type.Object(
   {
     limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
     cursor: Type.Optional(Uuid()),
+    order: Type.Union([Type.Literal('desc'), Type.Literal('asc')], { default: 'desc', description: 'by creation time: newest first (desc) or oldest first (asc)' }),
   },
   { additionalProperties: false },
 );
+
+/** `?createdAfter=` on the resource lists: an RFC 3339 date-time. */
+export const CreatedAfter = Type.Optional(Type.String({ format: 'date-time', description: 'only what was created after this instant (RFC 3339)' }));
 
 export const PredictJsonBody = Type.Object(
   {

@@ -1,10 +1,16 @@
 import pino from 'pino';
 import { loadConfig } from '@finetune/core';
 import { startWorker } from './worker.ts';
+import { startMetricsServer } from './metrics/index.ts';
 
 const config = loadConfig();
 const log = pino({ level: config.logLevel, base: { service: 'worker' } });
 const worker = startWorker(config, log);
+const { workerPort, workerHost, enabled, token } = config.metrics;
+const metricsServer =
+  workerPort === 0
+    ? null
+    : startMetricsServer({ host: workerHost, port: workerPort, registry: enabled ? worker.metrics.registry : null, token, live: worker.isRunning, log });
 
 let closing = false;
 async function shutdown(signal: string) {
@@ -13,6 +19,7 @@ async function shutdown(signal: string) {
   log.info({ signal }, 'shutting down: running jobs stop at a batch boundary and go back to the queue');
   try {
     await worker.close();
+    await metricsServer?.close();
     process.exit(0);
   } catch (err) {
     log.error({ err }, 'shutdown failed');

@@ -15,6 +15,7 @@ import {
 import { S3ObjectStore, withRetries } from '@finetune/storage';
 import type { ParentMessage } from './training/messages.ts';
 import { createTrainProcessor, type ProcessorState } from './processors/train.processor.ts';
+import { createWorkerMetrics, type WorkerMetrics } from './metrics/index.ts';
 
 export interface RunningWorker {
   /**
@@ -24,6 +25,10 @@ export interface RunningWorker {
   close(): Promise<void>;
   /** One reconciliation sweep now (it also runs at start-up and every RECONCILE_INTERVAL_MS). */
   reconcileNow(): Promise<ReconcileReport>;
+  /** This worker's Prometheus metrics (main.ts serves them). */
+  metrics: WorkerMetrics;
+  /** Liveness: taking jobs, not shutting down. */
+  isRunning(): boolean;
 }
 
 /** A job created this recently may not be enqueued yet: reconciliation leaves it alone. */
@@ -43,8 +48,12 @@ export function startWorker(config: Config, log: Logger): RunningWorker {
   const { heartbeatMs, staleAfterMs } = leaseTimings(config.workerLockDurationMs);
   const state: ProcessorState = { active: new Set(), closing: false };
   const settings = { redisUrl: config.redisUrl, prefix: config.queuePrefix };
+  const metrics = createWorkerMetrics();
+  // Failures recorded here rather than by a run (the queue gave up, reconciliation) count too.
+  const countFailed = (jobId: string) =>
+    void jobs.get(jobId).then((job) => job && metrics.jobsTotal.inc({ strategy: job.strategy, status: 'failed' }), () => undefined);
 
-  const worker = createTrainingWorker(createTrainProcessor({ jobs, store, log, state, heartbeatMs }), {
+  const worker = createTrainingWorker(createTrainProcessor({ jobs, store, log, state, heartbeatMs, metrics }), {
     ...settings,
     concurrency: config.workerConcurrency,
     lockDurationMs: config.workerLockDurationMs,
@@ -69,12 +78,14 @@ export function startWorker(config: Config, log: Logger): RunningWorker {
         if (delivery.state !== 'failed') return; // an attempt failed; BullMQ retries it
         const failed = await jobs.fail(jobId, { code: failureCode(failedReason), message: failureMessage(failedReason) });
         if (failed) log.warn({ jobId, failedReason }, 'job failed by the queue');
+        if (failed) countFailed(jobId);
       })
       .catch((err: unknown) => log.error({ err, jobId }, 'recording a queue failure failed'));
   });
 
   const reconcileNow = async () => {
     const report = await reconcile(jobs, queue, { graceMs: RECONCILE_GRACE_MS, staleAfterMs });
+    report.failed.forEach(countFailed);
     if (report.requeued.length + report.failed.length > 0) log.warn(report, 'reconciliation fixed jobs');
     return report;
   };
@@ -93,6 +104,8 @@ export function startWorker(config: Config, log: Logger): RunningWorker {
 
   return {
     reconcileNow,
+    metrics,
+    isRunning: () => !state.closing && worker.isRunning(),
     async close() {
       state.closing = true;
       clearInterval(sweeper);

@@ -66,6 +66,8 @@ export interface Config {
     keepAliveTimeoutMs: number;
   };
   modelCacheSize: number;
+  /** Serve the OpenAPI document (/openapi.json) and Swagger UI (/docs). */
+  docsEnabled: boolean;
   dataDir: string;
   /** Per-API-key token buckets, shared by API replicas through Redis. */
   rateLimits: RateLimits;
@@ -76,6 +78,16 @@ export interface Config {
     apiKeySecret: string | undefined;
     /** A bootstrap admin key acting in the default tenant. */
     adminApiKey: string | undefined;
+  };
+  /** Prometheus metrics: the API's GET /metrics and the worker's own listener. */
+  metrics: {
+    /** Serve GET /metrics (API and worker); off, /metrics is a 404 (the worker's /healthz stays). */
+    enabled: boolean;
+    /** When set, GET /metrics needs `Authorization: Bearer <token>`. */
+    token: string | undefined;
+    /** The worker's metrics and liveness listener (GET /metrics, GET /healthz); 0 disables it. */
+    workerPort: number;
+    workerHost: string;
   };
 }
 
@@ -252,6 +264,7 @@ export function loadConfig(env: Env = process.env): Config {
       keepAliveTimeoutMs: int('KEEP_ALIVE_TIMEOUT_MS', 72_000, 1, 3_600_000),
     },
     modelCacheSize: int('MODEL_CACHE_SIZE', 4, 1, 1000),
+    docsEnabled: bool('DOCS_ENABLED', true),
     dataDir: str('DATA_DIR', '.data'),
     rateLimits: {
       default: rateLimit('RATE_LIMIT', 600, 120),
@@ -267,6 +280,13 @@ export function loadConfig(env: Env = process.env): Config {
       apiKeySecret: optional('API_KEY_SECRET'),
       adminApiKey: optional('ADMIN_API_KEY'),
     },
+    metrics: {
+      enabled: bool('METRICS_ENABLED', true),
+      token: optional('METRICS_TOKEN'),
+      workerPort: int('WORKER_METRICS_PORT', 9464, 0, 65535),
+      // All interfaces, like the API's HOST: in a container Prometheus scrapes from outside it.
+      workerHost: str('WORKER_METRICS_HOST', '0.0.0.0'),
+    },
   };
   const { apiKeySecret, adminApiKey } = config.auth;
   if (apiKeySecret !== undefined && apiKeySecret.length < 32) {
@@ -274,6 +294,10 @@ export function loadConfig(env: Env = process.env): Config {
   }
   if (adminApiKey !== undefined && (adminApiKey.length < 24 || /\s/.test(adminApiKey))) {
     problems.push('ADMIN_API_KEY must be at least 24 characters with no whitespace (e.g. `openssl rand -hex 24`)');
+  }
+  const metricsToken = config.metrics.token;
+  if (metricsToken !== undefined && (metricsToken.length < 16 || !/^[\x21-\x7e]+$/.test(metricsToken))) {
+    problems.push('METRICS_TOKEN must be at least 16 printable characters with no whitespace (e.g. `openssl rand -hex 24`)');
   }
 
   if (problems.length > 0) {

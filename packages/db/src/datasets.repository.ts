@@ -31,8 +31,9 @@ export class DatasetsRepository {
     return this.db.dataset.findFirst({ where: { id, tenantId } });
   }
 
-  async list(tenantId: string, page: PageRequest): Promise<Page<Dataset>> {
-    const rows = await this.db.dataset.findMany({ where: { tenantId, status: 'ready' }, ...pageArgs(page) });
+  async list(tenantId: string, page: PageRequest, filters: { createdAfter?: Date | undefined } = {}): Promise<Page<Dataset>> {
+    const where = { tenantId, status: 'ready' as const, ...(filters.createdAfter ? { createdAt: { gt: filters.createdAfter } } : {}) };
+    const rows = await this.db.dataset.findMany({ where, ...pageArgs(page) });
     return toPage(rows, page.limit);
   }
 

@@ -15,6 +15,12 @@ import { lockTenantQuotas, tenantUsage } from './usage.ts';
 
 export type JobWithModel = Job & { model: Pick<Model, 'id'> | null };
 
+export interface JobFilters {
+  status?: Job['status'] | undefined;
+  datasetId?: string | undefined;
+  createdAfter?: Date | undefined;
+}
+
 export interface EpochMetricInput {
   epoch: number;
   trainLoss: number;
@@ -114,9 +120,14 @@ export class JobsRepository {
     return this.db.job.findFirst({ where: tenantId ? { id, tenantId } : { id }, include: { model: { select: { id: true } } } });
   }
 
-  async list(tenantId: string, page: PageRequest, status?: Job['status']): Promise<Page<JobWithModel>> {
+  async list(tenantId: string, page: PageRequest, filters: JobFilters = {}): Promise<Page<JobWithModel>> {
     const rows = await this.db.job.findMany({
-      where: status ? { tenantId, status } : { tenantId },
+      where: {
+        tenantId,
+        ...(filters.status ? { status: filters.status } : {}),
+        ...(filters.datasetId ? { datasetId: filters.datasetId } : {}),
+        ...(filters.createdAfter ? { createdAt: { gt: filters.createdAfter } } : {}),
+      },
       include: { model: { select: { id: true } } },
       ...pageArgs(page),
     });
@@ -289,7 +300,11 @@ export class JobsRepository {
     return this.updateOwned(id, lease, { skippedImages });
   }
 
-  recordTrainingFacts(id: string, lease: string, facts: { embeddingCacheHit: boolean | null; stoppedEarly: boolean }): Promise<void> {
+  recordTrainingFacts(
+    id: string,
+    lease: string,
+    facts: { embeddingCacheHit: boolean | null; stoppedEarly: boolean; microBatchSize: number | null },
+  ): Promise<void> {
     return this.updateOwned(id, lease, facts);
   }
 

@@ -1,5 +1,5 @@
-// Keyset pagination over (createdAt desc, id desc). The cursor is the last row's id: Prisma
-// resumes after it, so pages stay stable while new rows arrive at the top.
+// Keyset pagination over (createdAt, id), newest first unless `order: 'asc'`. The cursor is the
+// last row's id: Prisma resumes after it, so pages stay stable while new rows arrive.
 export interface Page<T> {
   items: T[];
   nextCursor: string | null;
@@ -8,12 +8,14 @@ export interface Page<T> {
 export interface PageRequest {
   cursor?: string | undefined;
   limit: number;
+  /** By creation time: 'desc' (newest first, the default) or 'asc'. */
+  order?: 'asc' | 'desc' | undefined;
 }
 
-export function pageArgs({ cursor, limit }: PageRequest) {
+export function pageArgs({ cursor, limit, order = 'desc' }: PageRequest) {
   return {
     take: limit + 1,
-    orderBy: [{ createdAt: 'desc' as const }, { id: 'desc' as const }],
+    orderBy: [{ createdAt: order }, { id: order }],
     ...(cursor ? { cursor: { id: cursor }, skip: 1 } : {}),
   };
 }

@@ -129,6 +129,14 @@ export class TrainingQueue {
     return { state, failedReason: job.failedReason };
   }
 
+  /** The progress the job's running worker last reported (BullMQ keeps it on the entry), or null. */
+  async progressOf(jobId: string): Promise<Record<string, unknown> | null> {
+    await this.connected();
+    const job = await this.queue.getJob(jobId);
+    const progress = job?.progress;
+    return progress !== null && typeof progress === 'object' ? (progress as Record<string, unknown>) : null;
+  }
+
   /**
    * Puts a job whose queue entry is gone or finished back in the queue. A finished entry is
    * removed first: BullMQ ignores an add whose id already exists.
@@ -138,6 +146,12 @@ export class TrainingQueue {
     const job = await this.queue.getJob(jobId);
     if (job && ((await job.isCompleted()) || (await job.isFailed()))) await job.remove();
     await this.enqueue(jobId);
+  }
+
+  /** Entries per BullMQ state (waiting, active, delayed, failed, completed, …), for the API's metrics. */
+  async counts(): Promise<Record<string, number>> {
+    await this.connected();
+    return this.queue.getJobCounts();
   }
 
   async ping(): Promise<void> {

@@ -188,6 +188,7 @@ export function presentJob(job: JobWithModel, metrics: EpochMetric[]) {
     backend: job.backend,
     modelId: job.model?.id ?? null,
     skippedImages: job.skippedImages,
+    microBatchSize: job.microBatchSize,
     embeddingCache: job.embeddingCacheHit === null ? null : job.embeddingCacheHit ? 'reused' : 'computed',
     stoppedEarly: job.stoppedEarly,
     stopReason: job.stopReason,

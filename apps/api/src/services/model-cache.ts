@@ -1,5 +1,6 @@
 import { initBackend, loadModelFromFiles, type tf } from '@finetune/ml';
 import type { MlBackendChoice } from '@finetune/core';
+import type { ApiMetrics } from '../metrics/metrics.ts';
 
 /**
  * A small LRU of loaded models for /predict. Loading means two S3 reads and building the
@@ -13,15 +14,19 @@ export class ModelCache {
   constructor(
     private readonly capacity: number,
     private readonly backendChoice: MlBackendChoice,
+    /** Counts hits and misses; /predict times itself with it. Absent when metrics are off. */
+    readonly metrics?: Pick<ApiMetrics, 'cacheHits' | 'cacheMisses' | 'predictSeconds'>,
   ) {}
 
   async get(id: string, load: () => Promise<{ modelJson: Buffer; weights: Buffer }>): Promise<tf.LayersModel> {
     const cached = this.entries.get(id);
     if (cached) {
+      this.metrics?.cacheHits.inc();
       this.entries.delete(id);
       this.entries.set(id, cached); // most recently used goes last
       return cached;
     }
+    this.metrics?.cacheMisses.inc();
     this.backend ??= initBackend(this.backendChoice);
     await this.backend;
     const loading = load().then(({ modelJson, weights }) => loadModelFromFiles(modelJson, weights));
@@ -38,6 +43,13 @@ export class ModelCache {
       this.entries.delete(oldest);
       void model?.then((m) => m.dispose()).catch(() => undefined);
     }
+  }
+
+  /** Drops a model (it was deleted): the next request for it loads again, or finds it gone. */
+  forget(id: string): void {
+    const model = this.entries.get(id);
+    this.entries.delete(id);
+    void model?.then((m) => m.dispose()).catch(() => undefined);
   }
 
   clear(): void {

@@ -33,8 +33,20 @@ export function presentModel(model: Model) {
     transferGain: model.transferGain,
     negativeTransfer: model.transferGain === null ? null : model.transferGain < 0,
     files: MODEL_FILES,
+    sizeBytes: Number(model.sizeBytes),
     createdAt: model.createdAt.toISOString(),
   };
+}
+
+/**
+ * Deletes a model: its row first (it stops being listed, served or counted at once), then its
+ * objects; the job that trained it stays, with no model. Another tenant's model is a 404.
+ */
+export async function deleteModel(deps: AppDeps, cache: ModelCache, tenantId: string, id: string): Promise<void> {
+  const model = await deps.models.delete(tenantId, id);
+  if (!model) throw new NotFoundError('model', id);
+  cache.forget(model.id);
+  await deps.store.deletePrefix(model.storagePrefix);
 }
 
 /** A zip of the model's files, streamed from S3 entry by entry (never whole in memory). */
@@ -52,6 +64,7 @@ export async function downloadModel(deps: AppDeps, tenantId: string, id: string)
 export const MAX_PREDICT_INSTANCES = 32;
 
 export async function predict(deps: AppDeps, cache: ModelCache, tenantId: string, id: string, images: Buffer[]) {
+  const timer = cache.metrics?.predictSeconds.startTimer();
   const model = await getModel(deps, tenantId, id);
   if (images.length === 0) throw new DomainError('no_instances', 'send one image (multipart field "file") or {"instances": [{"b64": …}]}', 400);
   if (images.length > MAX_PREDICT_INSTANCES) {
@@ -72,5 +85,7 @@ export async function predict(deps: AppDeps, cache: ModelCache, tenantId: string
     modelJson: await deps.store.getBuffer(keys.modelFile(model.id, 'model.json')),
     weights: await deps.store.getBuffer(keys.modelFile(model.id, 'weights.bin')),
   }));
-  return predictImages(layers, pixels, model.inputSize, model.labels, Math.min(5, model.labels.length));
+  const predictions = await predictImages(layers, pixels, model.inputSize, model.labels, Math.min(5, model.labels.length));
+  timer?.();
+  return predictions;
 }

@@ -4,7 +4,8 @@ import type { Logger } from 'pino';
 import type { JobsRepository } from '@finetune/db';
 import { UnrecoverableError, WaitingError, type TrainingJob } from '@finetune/queue';
 import { keys, type ObjectStore } from '@finetune/storage';
-import type { ChildMessage, ParentMessage, TrainingOutcome } from '../training/messages.ts';
+import type { ChildMessage, ParentMessage, TrainingOutcome, TrainingProgress } from '../training/messages.ts';
+import type { FinalStatus, WorkerMetrics } from '../metrics/index.ts';
 
 const CHILD_ENTRY = fileURLToPath(new URL('../training/child.ts', import.meta.url));
 // Absolute, so the child finds tsx wherever it is started from.
@@ -35,6 +36,7 @@ export interface ProcessorDeps {
   state: ProcessorState;
   /** The run's heartbeat period; a run whose heartbeat stops is presumed dead. */
   heartbeatMs: number;
+  metrics: WorkerMetrics;
 }
 
 /**
@@ -43,7 +45,7 @@ export interface ProcessorDeps {
  * process — so this event loop stays free to renew BullMQ's lock, and a crash or a wasm abort
  * costs one run, never the worker — and turns the run's outcome into exactly one transition.
  */
-export function createTrainProcessor({ jobs, store, log, state, heartbeatMs }: ProcessorDeps) {
+export function createTrainProcessor({ jobs, store, log, state, heartbeatMs, metrics }: ProcessorDeps) {
   return async function processTrainJob(job: TrainingJob, token?: string): Promise<TrainingOutcome> {
     const jobId = job.data.jobId;
     const attempt = job.attemptsMade + 1;
@@ -51,6 +53,9 @@ export function createTrainProcessor({ jobs, store, log, state, heartbeatMs }: P
     if (!claim) return { status: 'skipped', reason: 'the job is finished, canceled or deleted' };
     const { lease } = claim;
     const runLog = log.child({ jobId, attempt, run: claim.job.runs, lease: lease.slice(0, 8) });
+    const { strategy } = claim.job;
+    // Counted only when this run's transition is the one recorded: once per job.
+    const finished = (status: FinalStatus) => metrics.jobsTotal.inc({ strategy, status });
 
     let child: ChildProcess | undefined;
     const heartbeat = setInterval(() => {
@@ -66,24 +71,24 @@ export function createTrainProcessor({ jobs, store, log, state, heartbeatMs }: P
 
     let outcome: TrainingOutcome;
     try {
-      outcome = await runChild(jobId, lease, job, state, (c) => (child = c));
+      outcome = await runChild(jobId, lease, job, state, (c) => (child = c), (seconds) => metrics.epochSeconds.observe({ strategy }, seconds));
     } catch (error) {
       const failure = error instanceof RunFailure ? error : new RunFailure('training_error', (error as Error).message, false);
       if (state.closing && failure.code === 'training_process_died') {
         // Stopped with the worker: the committed checkpoints are intact, so hand over.
         outcome = { status: 'handover' };
       } else {
-        return await recordFailure(jobs, runLog, job, lease, failure);
+        return await recordFailure(jobs, runLog, job, lease, failure, finished);
       }
     } finally {
       clearInterval(heartbeat);
     }
-    return recordOutcome({ jobs, store, log: runLog }, job, token, lease, outcome);
+    return recordOutcome({ jobs, store, log: runLog, finished }, job, token, lease, outcome);
   };
 }
 
 async function recordOutcome(
-  { jobs, store, log }: { jobs: JobsRepository; store: ObjectStore; log: Logger },
+  { jobs, store, log, finished }: { jobs: JobsRepository; store: ObjectStore; log: Logger; finished: (status: FinalStatus) => void },
   job: TrainingJob,
   token: string | undefined,
   lease: string,
@@ -97,6 +102,7 @@ async function recordOutcome(
         outcome.status === 'succeeded'
           ? await jobs.succeed(jobId, lease, outcome.model, outcome.stopReason)
           : await jobs.finishCanceled(jobId, lease, outcome.model);
+      if (recorded) finished(outcome.status);
       if (!recorded && outcome.model) {
         // Another run owns the job now; this run's model files belong to nothing.
         await store.deletePrefix(keys.modelPrefix(outcome.model.id as string));
@@ -121,7 +127,14 @@ async function recordOutcome(
   }
 }
 
-async function recordFailure(jobs: JobsRepository, log: Logger, job: TrainingJob, lease: string, failure: RunFailure): Promise<never> {
+async function recordFailure(
+  jobs: JobsRepository,
+  log: Logger,
+  job: TrainingJob,
+  lease: string,
+  failure: RunFailure,
+  finished: (status: FinalStatus) => void,
+): Promise<never> {
   const jobId = job.data.jobId;
   const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
   const error = { code: failure.code, message: failure.message };
@@ -130,7 +143,7 @@ async function recordFailure(jobs: JobsRepository, log: Logger, job: TrainingJob
     await jobs.retrying(jobId, lease, error);
     throw failure;
   }
-  await jobs.fail(jobId, error, lease);
+  if (await jobs.fail(jobId, error, lease)) finished('failed');
   throw new UnrecoverableError(`${failure.code}: ${failure.message}`);
 }
 
@@ -140,6 +153,7 @@ function runChild(
   job: TrainingJob,
   state: ProcessorState,
   started: (child: ChildProcess) => void,
+  epochDone: (seconds: number) => void,
 ): Promise<TrainingOutcome> {
   return new Promise((resolve, reject) => {
     const child = fork(CHILD_ENTRY, [jobId, lease], {
@@ -152,9 +166,15 @@ function runChild(
     // Shutdown began before this child existed: it stops at once.
     if (state.closing) child.send({ type: 'stop' } satisfies ParentMessage);
     let settled: { outcome?: TrainingOutcome; failure?: RunFailure } | undefined;
+    // What the job's progress shows (BullMQ keeps it; the API streams it): the latest report,
+    // over the last batch position reported, which an epoch's or phase's report does not erase.
+    let shown: Omit<TrainingProgress, 'epochSeconds'> | undefined;
     child.on('message', (message: ChildMessage) => {
       if (message.type === 'progress') {
-        job.updateProgress({ ...message.progress }).catch(() => undefined);
+        const { epochSeconds, ...progress } = message.progress;
+        if (epochSeconds !== undefined) epochDone(epochSeconds);
+        shown = { ...shown, ...progress };
+        job.updateProgress(shown).catch(() => undefined);
       } else if (message.type === 'done') {
         settled = { outcome: message.outcome };
       } else if (message.type === 'failed') {

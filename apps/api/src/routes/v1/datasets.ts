@@ -1,11 +1,59 @@
 import type { FastifyInstance } from 'fastify';
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { RequestTypeProvider } from '../../type-provider.ts';
 import type { Readable } from 'node:stream';
 import { DomainError } from '@finetune/core';
 import type { AppDeps } from '../../deps.ts';
 import { callerOf } from '../../plugins/auth.ts';
 import { multipartParts } from '../../plugins/multipart.ts';
-import { IdParams, ListQuery } from '../../schemas.ts';
+import Type from 'typebox';
+import { bearer, documentBody } from '../../plugins/openapi.ts';
+import { Dataset, errorResponses, NoContent, Pages } from '../../response-schemas.ts';
+import { CreatedAfter, IdParams, ListQuery } from '../../schemas.ts';
+
+const tags = ['datasets'];
+
+const uploadRoute = {
+  schema: {
+    summary: 'Upload a dataset',
+    description:
+      'A zip of images in class folders (`<class>/<img>`, or `train/<class>/…` + `val/<class>/…`), streamed and ' +
+      'inspected entry by entry (hostile names, bombs, undecodable images are refused or skipped) before it is stored.',
+    tags,
+    security: bearer,
+    response: { 201: Dataset, ...errorResponses },
+  },
+  config: {
+    swaggerTransform: documentBody({
+      'multipart/form-data': Type.Object({
+        file: Type.String({ format: 'binary', description: 'the dataset zip' }),
+        name: Type.Optional(Type.String({ maxLength: 200 })),
+      }),
+    }),
+  },
+};
+
+const listRoute = {
+  schema: {
+    summary: 'List datasets',
+    tags,
+    security: bearer,
+    querystring: Type.Object({ ...ListQuery.properties, createdAfter: CreatedAfter }, { additionalProperties: false }),
+    response: { 200: Pages.datasets, ...errorResponses },
+  },
+};
+
+const getRoute = { schema: { summary: 'Get a dataset', tags, security: bearer, params: IdParams, response: { 200: Dataset, ...errorResponses } } };
+
+const deleteRoute = {
+  schema: {
+    summary: 'Delete a dataset',
+    description: 'Refused (409 dataset_in_use) while an unfinished job needs it. Models trained on it remain.',
+    tags,
+    security: bearer,
+    params: IdParams,
+    response: { 204: NoContent, ...errorResponses },
+  },
+};
 import {
   checkDatasetName,
   createDataset,
@@ -18,9 +66,9 @@ import {
 import { checkUploadRoom } from '../../services/usage.service.ts';
 
 export async function datasetRoutes(fastify: FastifyInstance, { deps }: { deps: AppDeps }) {
-  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const app = fastify.withTypeProvider<RequestTypeProvider>();
 
-  app.post('/v1/datasets', async (request, reply) => {
+  app.post('/v1/datasets', uploadRoute, async (request, reply) => {
     if (!request.isMultipart()) {
       throw new DomainError('multipart_required', 'upload the zip as multipart/form-data, field "file"', 415);
     }
@@ -57,16 +105,17 @@ export async function datasetRoutes(fastify: FastifyInstance, { deps }: { deps: 
     return reply.code(201).header('location', `/v1/datasets/${dataset.id}`).send(presentDataset(dataset));
   });
 
-  app.get('/v1/datasets', { schema: { querystring: ListQuery } }, async (request) => {
-    const page = await deps.datasets.list(callerOf(request).tenantId, request.query);
-    return { items: page.items.map(presentDataset), nextCursor: page.nextCursor };
+  app.get('/v1/datasets', listRoute, async (request) => {
+    const { createdAfter, ...page } = request.query;
+    const result = await deps.datasets.list(callerOf(request).tenantId, page, { createdAfter: createdAfter ? new Date(createdAfter) : undefined });
+    return { items: result.items.map(presentDataset), nextCursor: result.nextCursor };
   });
 
-  app.get('/v1/datasets/:id', { schema: { params: IdParams } }, async (request) =>
+  app.get('/v1/datasets/:id', getRoute, async (request) =>
     presentDataset(await getDataset(deps, callerOf(request).tenantId, request.params.id)),
   );
 
-  app.delete('/v1/datasets/:id', { schema: { params: IdParams } }, async (request, reply) => {
+  app.delete('/v1/datasets/:id', deleteRoute, async (request, reply) => {
     await deleteDataset(deps, callerOf(request).tenantId, request.params.id);
     return reply.code(204).send();
   });

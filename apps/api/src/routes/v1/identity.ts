@@ -1,10 +1,12 @@
 import type { FastifyInstance } from 'fastify';
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { RequestTypeProvider } from '../../type-provider.ts';
 import Type from 'typebox';
 import type { AppDeps } from '../../deps.ts';
 import { callerOf, requireAdmin } from '../../plugins/auth.ts';
 import { NotFoundError } from '@finetune/core';
-import { IdParams, ListQuery } from '../../schemas.ts';
+import { bearer } from '../../plugins/openapi.ts';
+import { ApiKey, CreatedApiKey, errorResponses, NoContent, Pages, Tenant, Usage } from '../../response-schemas.ts';
+import { IdParams, ListQuery, Uuid } from '../../schemas.ts';
 import { checkDatasetName } from '../../services/datasets.service.ts';
 import { createApiKey, createTenant, presentApiKey, renameTenant, revokeApiKey } from '../../services/identity.service.ts';
 import { presentTenant, setTenantQuotas, usageReport } from '../../services/usage.service.ts';
@@ -36,27 +38,45 @@ const ApiKeyBody = Type.Object(
   { additionalProperties: false },
 );
 
-export async function identityRoutes(fastify: FastifyInstance, { deps }: { deps: AppDeps }) {
-  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+const tags = ['identity'];
+const route = <S extends object>(summary: string, schema: S, response: object) => ({
+  schema: { summary, tags, security: bearer, ...schema, response: { ...response, ...errorResponses } },
+});
+const admin = <S extends object>(summary: string, schema: S, response: object) => ({
+  onRequest: requireAdmin,
+  ...route(`${summary} (admin)`, schema, response),
+});
 
-  app.post('/v1/tenants', { onRequest: requireAdmin, schema: { body: TenantBody } }, async (request, reply) => {
+const createTenantRoute = admin('Create a tenant', { body: TenantBody }, { 201: Type.Object({ id: Uuid(), name: Type.String() }) });
+const listTenantsRoute = admin('List tenants', { querystring: ListQuery }, { 200: Pages.tenants });
+const getTenantRoute = admin('Get a tenant, its quotas and usage', { params: IdParams }, { 200: Tenant });
+const patchTenantRoute = admin('Rename a tenant or set its quotas', { params: IdParams, body: TenantPatchBody }, { 200: Tenant });
+const usageRoute = route('Your usage against your quotas, and your rate limits', {}, { 200: Usage });
+const createKeyRoute = admin('Create an API key for a tenant', { params: IdParams, body: ApiKeyBody }, { 201: CreatedApiKey });
+const listKeysRoute = route("Your tenant's API keys (never the keys themselves)", {}, { 200: Type.Object({ items: Type.Array(ApiKey) }) });
+const revokeKeyRoute = route('Revoke an API key', { params: IdParams }, { 204: NoContent });
+
+export async function identityRoutes(fastify: FastifyInstance, { deps }: { deps: AppDeps }) {
+  const app = fastify.withTypeProvider<RequestTypeProvider>();
+
+  app.post('/v1/tenants', createTenantRoute, async (request, reply) => {
     // Same rules as a dataset name: no control characters.
     const tenant = await createTenant(deps, checkDatasetName(request.body.name));
     return reply.code(201).header('location', `/v1/tenants/${tenant.id}`).send({ id: tenant.id, name: tenant.name });
   });
 
-  app.get('/v1/tenants', { onRequest: requireAdmin, schema: { querystring: ListQuery } }, async (request) => {
+  app.get('/v1/tenants', listTenantsRoute, async (request) => {
     const page = await deps.tenants.list(request.query);
     return { items: await Promise.all(page.items.map((t) => presentTenant(deps, t))), nextCursor: page.nextCursor };
   });
 
-  app.get('/v1/tenants/:id', { onRequest: requireAdmin, schema: { params: IdParams } }, async (request) => {
+  app.get('/v1/tenants/:id', getTenantRoute, async (request) => {
     const tenant = await deps.tenants.get(request.params.id);
     if (!tenant) throw new NotFoundError('tenant', request.params.id);
     return presentTenant(deps, tenant);
   });
 
-  app.patch('/v1/tenants/:id', { onRequest: requireAdmin, schema: { params: IdParams, body: TenantPatchBody } }, async (request) => {
+  app.patch('/v1/tenants/:id', patchTenantRoute, async (request) => {
     const { name, quotas } = request.body;
     if (name !== undefined) await renameTenant(deps, request.params.id, checkDatasetName(name));
     const tenant = await setTenantQuotas(deps, request.params.id, quotas ?? {});
@@ -64,17 +84,16 @@ export async function identityRoutes(fastify: FastifyInstance, { deps }: { deps:
     return presentTenant(deps, tenant);
   });
 
-  app.get('/v1/usage', async (request) => usageReport(deps, callerOf(request).tenantId));
+  app.get('/v1/usage', usageRoute, async (request) => usageReport(deps, callerOf(request).tenantId));
 
   app.post(
     '/v1/tenants/:id/api-keys',
     {
-      onRequest: requireAdmin,
+      ...createKeyRoute,
       // The body is optional: no body is `{}` (a member key with no name).
       preValidation: async (request) => {
         if (request.body === undefined) request.body = {};
       },
-      schema: { params: IdParams, body: ApiKeyBody },
     },
     async (request, reply) => {
       const body = request.body;
@@ -88,12 +107,12 @@ export async function identityRoutes(fastify: FastifyInstance, { deps }: { deps:
     },
   );
 
-  app.get('/v1/api-keys', async (request) => {
+  app.get('/v1/api-keys', listKeysRoute, async (request) => {
     const rows = await deps.apiKeys.listForTenant(callerOf(request).tenantId);
     return { items: rows.map(presentApiKey) };
   });
 
-  app.delete('/v1/api-keys/:id', { schema: { params: IdParams } }, async (request, reply) => {
+  app.delete('/v1/api-keys/:id', revokeKeyRoute, async (request, reply) => {
     await revokeApiKey(deps, callerOf(request), request.params.id);
     request.log.info({ apiKeyId: request.params.id }, 'api key revoked');
     return reply.code(204).send();

@@ -1,27 +1,75 @@
 import type { FastifyInstance } from 'fastify';
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { RequestTypeProvider } from '../../type-provider.ts';
 import { Compile } from 'typebox/compile';
 import { DomainError } from '@finetune/core';
 import type { AppDeps } from '../../deps.ts';
 import { callerOf } from '../../plugins/auth.ts';
 import { multipartParts } from '../../plugins/multipart.ts';
-import { IdParams, PredictJsonBody } from '../../schemas.ts';
+import Type from 'typebox';
+import { bearer, documentBody } from '../../plugins/openapi.ts';
+import { Binary, errorResponses, Model, NoContent, Pages, Prediction } from '../../response-schemas.ts';
+import { CreatedAfter, IdParams, ListQuery, PredictJsonBody, Uuid } from '../../schemas.ts';
 import type { ModelCache } from '../../services/model-cache.ts';
-import { downloadModel, getModel, predict, presentModel } from '../../services/models.service.ts';
+import { deleteModel, downloadModel, getModel, predict, presentModel } from '../../services/models.service.ts';
 
 // /predict takes multipart or JSON, so its body cannot carry a route schema (a multipart body
 // is not an object at validation time); the JSON form is checked with the same TypeBox schema.
 const predictJson = Compile(PredictJsonBody);
 const BASE64 = /^[A-Za-z0-9+/\r\n]*={0,2}$/;
 
+const tags = ['models'];
+
+const listRoute = {
+  schema: {
+    summary: 'List models',
+    tags,
+    security: bearer,
+    querystring: Type.Object(
+      { ...ListQuery.properties, jobId: Type.Optional(Uuid()), datasetId: Type.Optional(Uuid()), createdAfter: CreatedAfter },
+      { additionalProperties: false },
+    ),
+    response: { 200: Pages.models, ...errorResponses },
+  },
+};
+
+const byId = (summary: string, response: object, description?: string) => ({
+  schema: { summary, ...(description ? { description } : {}), tags, security: bearer, params: IdParams, response: { ...response, ...errorResponses } },
+});
+
+const getRoute = byId('Get a model', { 200: Model }, 'Labels, input shape and scaling, metrics, evaluation, transfer gain.');
+const deleteRoute = byId('Delete a model', { 204: NoContent }, 'Its files go too; the job that trained it remains, without a model.');
+const downloadRoute = byId(
+  'Download a model',
+  { 200: Binary('application/zip: model.json, weights.bin, labels.json, metadata.json (a TensorFlow.js layers model)') },
+);
+const predictRoute = {
+  ...byId('Predict', { 200: Type.Object({ modelId: Uuid(), predictions: Type.Array(Prediction) }) }, 'One image as multipart field `file`, or up to 32 as base64 JSON.'),
+  config: {
+    swaggerTransform: documentBody({
+      'application/json': PredictJsonBody,
+      'multipart/form-data': Type.Object({ file: Type.String({ format: 'binary', description: 'one image (JPEG, PNG, WebP, GIF, TIFF, AVIF)' }) }),
+    }),
+  },
+};
+
 export async function modelRoutes(fastify: FastifyInstance, { deps, cache }: { deps: AppDeps; cache: ModelCache }) {
-  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const app = fastify.withTypeProvider<RequestTypeProvider>();
 
-  app.get('/v1/models/:id', { schema: { params: IdParams } }, async (request) =>
-    presentModel(await getModel(deps, callerOf(request).tenantId, request.params.id)),
-  );
+  app.get('/v1/models', listRoute, async (request) => {
+    const { jobId, datasetId, createdAfter, ...page } = request.query;
+    const filters = { jobId, datasetId, createdAfter: createdAfter ? new Date(createdAfter) : undefined };
+    const result = await deps.models.list(callerOf(request).tenantId, page, filters);
+    return { items: result.items.map(presentModel), nextCursor: result.nextCursor };
+  });
 
-  app.get('/v1/models/:id/download', { schema: { params: IdParams } }, async (request, reply) => {
+  app.get('/v1/models/:id', getRoute, async (request) => presentModel(await getModel(deps, callerOf(request).tenantId, request.params.id)));
+
+  app.delete('/v1/models/:id', deleteRoute, async (request, reply) => {
+    await deleteModel(deps, cache, callerOf(request).tenantId, request.params.id);
+    return reply.code(204).send();
+  });
+
+  app.get('/v1/models/:id/download', downloadRoute, async (request, reply) => {
     const zip = await downloadModel(deps, callerOf(request).tenantId, request.params.id);
     return reply
       .type('application/zip')
@@ -34,7 +82,7 @@ export async function modelRoutes(fastify: FastifyInstance, { deps, cache }: { d
   const { predictBytes, jsonBodyBytes } = deps.config.limits;
   const predictBodyLimit = Math.max(jsonBodyBytes, Math.ceil(predictBytes / 3) * 4 + 64 * 1024);
 
-  app.post('/v1/models/:id/predict', { schema: { params: IdParams }, bodyLimit: predictBodyLimit }, async (request) => {
+  app.post('/v1/models/:id/predict', { ...predictRoute, bodyLimit: predictBodyLimit }, async (request) => {
     const { tenantId } = callerOf(request);
     const images: Buffer[] = [];
     if (request.isMultipart()) {

@@ -1,0 +1,2 @@
+export { createApiMetrics, UNMATCHED_ROUTE, type ApiMetrics } from './metrics.ts';
+export { registerMetrics, type MetricsOptions } from './plugin.ts';

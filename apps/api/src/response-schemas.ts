@@ -1,0 +1,206 @@
+import Type, { type TSchema } from 'typebox';
+import { JOB_STATUSES } from '@finetune/core';
+import { Uuid } from './schemas.ts';
+
+// What every route answers, as JSON Schema: Fastify serialises responses with these (a field not
+// in the schema never leaves the API) and the OpenAPI document (GET /openapi.json) is generated
+// from them. A route's present* function and its schema here change together.
+
+const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+const DateTime = () => Type.String({ format: 'date-time' });
+/** Free-form JSON (a job's spec, a model's evaluation): documented where it is produced. */
+const Json = (description: string) => Type.Unknown({ description });
+
+export const Problem = Type.Object(
+  {
+    type: Type.String({ description: 'urn:finetune:problem:<code>' }),
+    title: Type.String(),
+    status: Type.Integer(),
+    detail: Type.String(),
+    code: Type.String({ description: 'stable machine-readable error code' }),
+    instance: Type.Optional(Type.String()),
+    errors: Type.Optional(Type.Array(Type.Unknown())),
+  },
+  // Problem-specific members, e.g. a quota's `quota`, `usage` and `limit`.
+  { additionalProperties: true, description: 'RFC 9457 problem details (application/problem+json)' },
+);
+
+const Page = <T extends TSchema>(item: T) =>
+  Type.Object({ items: Type.Array(item), nextCursor: Nullable(Uuid()) }, { description: 'a page: pass nextCursor as ?cursor= for the next one' });
+
+const ClassCounts = Type.Record(Type.String(), Type.Integer(), { description: 'images per class' });
+
+export const Dataset = Type.Object({
+  id: Uuid(),
+  name: Type.String(),
+  status: Type.Union([Type.Literal('ready'), Type.Literal('deleting')]),
+  layout: Type.String({ description: '"flat" (<class>/<img>) or "split" (train/… + val/…)' }),
+  classes: Type.Array(Type.String()),
+  counts: Type.Object({
+    train: ClassCounts,
+    val: ClassCounts,
+    images: Type.Integer(),
+    skipped: Type.Integer(),
+    ignored: Type.Integer(),
+    skippedFiles: Type.Array(Type.Object({ path: Type.String(), reason: Type.String() })),
+  }),
+  sizeBytes: Type.Integer(),
+  sha256: Type.String(),
+  createdAt: DateTime(),
+});
+
+export const Metric = Type.Object({
+  epoch: Type.Integer(),
+  trainLoss: Type.Number(),
+  trainAccuracy: Type.Number(),
+  valLoss: Nullable(Type.Number()),
+  valAccuracy: Nullable(Type.Number()),
+  learningRate: Type.Number(),
+  durationMs: Type.Integer(),
+  stage: Nullable(Type.Integer()),
+});
+
+export const Checkpoint = Type.Object({
+  epoch: Type.Integer(),
+  trainLoss: Type.Number(),
+  trainAccuracy: Type.Number(),
+  valLoss: Nullable(Type.Number()),
+  valAccuracy: Nullable(Type.Number()),
+  sizeBytes: Type.Integer(),
+  elapsedMs: Type.Integer(),
+  createdAt: DateTime(),
+});
+
+export const Job = Type.Object({
+  id: Uuid(),
+  status: Type.Union(JOB_STATUSES.map((s) => Type.Literal(s))),
+  datasetId: Nullable(Uuid()),
+  baseModel: Type.String(),
+  strategy: Type.String(),
+  spec: Json('the validated job spec with every default filled in, as the worker runs it'),
+  progress: Type.Object({ epoch: Type.Integer(), epochs: Type.Integer(), percent: Type.Integer() }),
+  metrics: Type.Object({ best: Nullable(Metric), last: Nullable(Metric) }),
+  backend: Nullable(Type.String()),
+  modelId: Nullable(Uuid()),
+  skippedImages: Type.Integer(),
+  microBatchSize: Nullable(
+    Type.Integer({ description: 'images per forward + backward pass, chosen to fit the backend memory; gradients of a batch are summed over them' }),
+  ),
+  embeddingCache: Nullable(Type.Union([Type.Literal('reused'), Type.Literal('computed')])),
+  stoppedEarly: Type.Boolean(),
+  stopReason: Nullable(Type.String({ description: 'completed | early_stopping | max_runtime | canceled' })),
+  attempts: Type.Integer(),
+  runs: Type.Integer(),
+  cancelRequested: Type.Boolean(),
+  error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
+  createdAt: DateTime(),
+  startedAt: Nullable(DateTime()),
+  finishedAt: Nullable(DateTime()),
+});
+
+export const Model = Type.Object({
+  id: Uuid(),
+  jobId: Uuid(),
+  baseModel: Type.String(),
+  strategy: Type.String(),
+  labels: Type.Array(Type.String()),
+  inputSize: Type.Integer(),
+  input: Type.Object({ shape: Type.Array(Nullable(Type.Integer())), scale: Type.String() }),
+  metrics: Json('best-epoch figures, trained layers and the reproducibility record'),
+  evaluation: Json('per-class precision/recall/F1, confusion matrix, top-k accuracy, most confident errors'),
+  scratchAccuracy: Nullable(Type.Number()),
+  transferGain: Nullable(Type.Number()),
+  negativeTransfer: Nullable(Type.Boolean()),
+  files: Type.Array(Type.String()),
+  sizeBytes: Type.Integer(),
+  createdAt: DateTime(),
+});
+
+export const Prediction = Type.Object({
+  label: Type.String(),
+  score: Type.Number(),
+  top: Type.Array(Type.Object({ label: Type.String(), score: Type.Number() })),
+});
+
+export const BaseModel = Type.Object({
+  id: Type.String(),
+  inputSize: Type.Integer(),
+  embeddingSize: Type.Integer(),
+  source: Type.String(),
+  licence: Type.String(),
+  available: Type.Boolean(),
+  pretrained: Type.Boolean(),
+  description: Type.String(),
+});
+
+export const ApiKey = Type.Object({
+  id: Uuid(),
+  tenantId: Uuid(),
+  name: Nullable(Type.String()),
+  prefix: Type.String(),
+  role: Type.Union([Type.Literal('member'), Type.Literal('admin')]),
+  createdAt: DateTime(),
+  revokedAt: Nullable(DateTime()),
+});
+
+export const CreatedApiKey = Type.Object({
+  id: Uuid(),
+  key: Type.String({ description: 'the key itself: shown in this response only' }),
+  prefix: Type.String(),
+  role: Type.Union([Type.Literal('member'), Type.Literal('admin')]),
+  name: Nullable(Type.String()),
+  tenantId: Uuid(),
+});
+
+const Limit = Nullable(Type.Integer({ description: 'null: unlimited' }));
+const Quotas = Type.Object({
+  concurrentJobs: Type.Object({ usage: Type.Integer(), limit: Limit }),
+  storedBytes: Type.Object({
+    usage: Type.Integer(),
+    limit: Limit,
+    breakdown: Type.Object({ datasets: Type.Integer(), models: Type.Integer(), checkpoints: Type.Integer(), total: Type.Integer() }),
+  }),
+  models: Type.Object({ usage: Type.Integer(), limit: Limit }),
+});
+
+export const Tenant = Type.Object({
+  id: Uuid(),
+  name: Type.String(),
+  createdAt: DateTime(),
+  quotaOverrides: Type.Object(
+    { concurrentJobs: Limit, storedBytes: Limit, models: Limit },
+    { description: "the tenant's own quotas; null means the deployment's default, 0 unlimited" },
+  ),
+  quotas: Quotas,
+});
+
+const RateLimit = Nullable(Type.Object({ perMinute: Type.Integer(), burst: Type.Integer() }));
+export const Usage = Type.Object({
+  tenantId: Uuid(),
+  quotas: Quotas,
+  rateLimits: Type.Object({ default: RateLimit, predict: RateLimit, upload: RateLimit }),
+});
+
+const Check = Type.Object({ ok: Type.Boolean(), error: Type.Optional(Type.String()) });
+export const Readiness = Type.Object({
+  status: Type.Union([Type.Literal('ready'), Type.Literal('unavailable')]),
+  checks: Type.Object({ database: Check, redis: Check, storage: Check }),
+});
+
+export const Pages = {
+  datasets: Page(Dataset),
+  jobs: Page(Job),
+  models: Page(Model),
+  tenants: Page(Tenant),
+};
+
+/** 4xx/5xx answers of every route. */
+export const errorResponses = {
+  '4xx': Problem,
+  '5xx': Problem,
+};
+
+export const NoContent = Type.Unknown({ description: 'no content' });
+
+/** A binary body (a zip). */
+export const Binary = (description: string) => Type.String({ format: 'binary', description });
