@@ -12,12 +12,14 @@ import { TokenBuckets } from './rate-limit/token-buckets.ts';
 import { createApiMetrics, registerMetrics } from './metrics/index.ts';
 import { registerMultipart } from './plugins/multipart.ts';
 import { registerOpenApi } from './plugins/openapi.ts';
+import { dashboard } from './plugins/dashboard.ts';
 import { clientErrorHandler, frameworkErrors, registerProblemDetails } from './plugins/problem-details.ts';
 import { registerBodyIdleTimeout, serverTimeoutOptions } from './plugins/timeouts.ts';
 import { validatorCompiler } from './plugins/validation.ts';
 import { healthRoutes } from './routes/health.ts';
 import { baseModelRoutes } from './routes/v1/base-models.ts';
 import { datasetRoutes } from './routes/v1/datasets.ts';
+import { datasetSampleRoutes } from './routes/v1/dataset-samples.ts';
 import { jobRoutes } from './routes/v1/jobs.ts';
 import { jobEventRoutes } from './routes/v1/job-events.ts';
 import { identityRoutes } from './routes/v1/identity.ts';
@@ -136,12 +138,14 @@ export async function buildApp(deps: AppDeps, options: BuildOptions = {}): Promi
 
   decorateCaller(app);
   await app.register(healthRoutes, { deps });
+  await app.register(dashboard);
   await app.register(async (v1) => {
     v1.addHook('onRequest', onRequest);
     v1.addHook('onRequest', rateLimit(new TokenBuckets(deps.queue.connection, config.queuePrefix), config.rateLimits));
     await v1.register(baseModelRoutes);
     await v1.register(identityRoutes, { deps });
     await v1.register(datasetRoutes, { deps });
+    await v1.register(datasetSampleRoutes, { deps });
     await v1.register(jobRoutes, { deps });
     await v1.register(jobEventRoutes, { deps });
     await v1.register(modelRoutes, { deps, cache });
