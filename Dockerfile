@@ -15,9 +15,12 @@ RUN apt-get update \
 # user finds them.
 RUN chown node:node /app
 USER node
-COPY --chown=node:node package.json package-lock.json ./
+# .npmrc sets onnxruntime-node-install=skip: its install script would otherwise download the CUDA
+# provider from outside the npm registry (the CPU binaries ship in the package).
+COPY --chown=node:node package.json package-lock.json .npmrc ./
 COPY --chown=node:node apps/api/package.json apps/api/
 COPY --chown=node:node apps/worker/package.json apps/worker/
+COPY --chown=node:node packages/cli/package.json packages/cli/
 COPY --chown=node:node packages/core/package.json packages/core/
 COPY --chown=node:node packages/db/package.json packages/db/
 COPY --chown=node:node packages/ml/package.json packages/ml/

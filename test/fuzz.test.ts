@@ -162,6 +162,7 @@ function segment(id: string, raw: boolean): string {
 
 const ID_ROUTES: [string, string][] = [
   ['GET', '/v1/datasets/:id'],
+  ['GET', '/v1/datasets/:id/samples'],
   ['DELETE', '/v1/datasets/:id'],
   ['GET', '/v1/jobs/:id'],
   ['GET', '/v1/jobs/:id/metrics'],

@@ -1,7 +1,7 @@
 // The committed migrations must build exactly the schema the Prisma client was generated from.
 //
 // Why this test exists: offline, `prisma migrate deploy` runs with a stub engine and exits 0 having
-// done nothing (STACK.md), so migrations are applied by our own runner (packages/db/src/migrate.ts)
+// done nothing (its engine cannot be downloaded here), so migrations are applied by our own runner (packages/db/src/migrate.ts)
 // and nothing else would notice a migration that drifted from prisma/schema.prisma. Here the
 // schema file is parsed (a small parser for the subset it uses, cross-checked against the
 // generated client so the parser cannot silently miss a field), the expected Postgres shape is

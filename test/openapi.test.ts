@@ -139,6 +139,9 @@ describe('real responses match their schemas', () => {
     expect(dataset.body.counts.train).toEqual(JSON.parse('{"a": 1, "b": 1, "__proto__": 1}'));
     conforms('GET', '/v1/datasets', await http.get('/v1/datasets'));
     conforms('GET', '/v1/datasets/:id', await http.get(`/v1/datasets/${dataset.body.id}`));
+    const sample = conforms('GET', '/v1/datasets/:id/samples', await http.get(`/v1/datasets/${dataset.body.id}/samples?class=a&index=0`));
+    expect(sample.status).toBe(200);
+    expect(sample.headers['content-type']).toBe('image/webp');
 
     const job = conforms(
       'POST',

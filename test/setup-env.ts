@@ -12,7 +12,7 @@ import { inject } from 'vitest';
 
 const env = inject('testEnv');
 for (const [name, value] of Object.entries(env)) process.env[name] = value;
-// tfjs wasm loads everywhere (STACK.md); a developer may still pick another backend explicitly.
+// tfjs wasm loads everywhere (the native bindings need libtensorflow downloads); a developer may still pick another backend explicitly.
 process.env.ML_BACKEND ||= 'wasm';
 
 const fileId = randomBytes(4).toString('hex');

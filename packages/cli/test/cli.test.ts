@@ -182,6 +182,8 @@ describe('upload → train → watch → download → predict', () => {
     const list = await cli(['models', 'ls']);
     expect(list.code, shown(list)).toBe(0);
     expect(list.stdout).toContain(modelId);
+    const filtered = json(await cli(['--json', 'models', 'ls', '--job', jobId]));
+    expect(filtered.items.map((m: { id: string }) => m.id)).toEqual([modelId]);
 
     const got = await cli(['models', 'get', modelId]);
     expect(got.code, shown(got)).toBe(0);

@@ -3,7 +3,7 @@
 // @tensorflow/tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter, DepthwiseConv2dNativeBackpropFilter
 // or DepthwiseConv2dNativeBackpropInput kernel, so any training step that trains a convolution
 // (fine-tuning the top of MobileNetV2, training a small CNN) throws "Kernel ... not registered"
-// on wasm. The cpu backend has them but is ~350x slower than PyTorch (STACK.md: 113 s for one
+// on wasm. The cpu backend has them but is ~350x slower than PyTorch (measured here: 113 s for one
 // MobileNetV2 step, 79 s of it in Conv2DBackpropFilter). These kernels are built from kernels
 // wasm does have (BatchMatMul via XNNPACK, DepthwiseConv2dNative, Slice/StridedSlice, Pad,
 // Reshape, Transpose, Mul, Sum, Concat), called as ordinary ops from inside the kernel function:

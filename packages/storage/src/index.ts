@@ -263,7 +263,7 @@ function segment(name: string, value: string | number): string {
   return s;
 }
 
-/** S3 key layout (DESIGN.md "Storage layout"). */
+/** S3 key layout (README.md "Architecture" lists it). */
 export const keys = {
   datasetPrefix: (datasetId: string): string => `datasets/${segment('datasetId', datasetId)}/`,
   datasetSource: (datasetId: string): string => `${keys.datasetPrefix(datasetId)}source.zip`,

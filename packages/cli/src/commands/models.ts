@@ -4,7 +4,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { Command } from 'commander';
-import { baseModelName, type Job, type Model } from '../api-types.ts';
+import { baseModelName, type Model } from '../api-types.ts';
 import { contextOf, parseId } from '../context.ts';
 import { CliError, EXIT, NetworkError } from '../errors.ts';
 import { bytes, fixed, note, percent, printFields, printJson, printLine, printTable, when } from '../output.ts';
@@ -14,33 +14,23 @@ import { byteBar } from '../progress.ts';
 export function modelCommands(program: Command): void {
   const models = program.command('models').description('list, show and download trained models');
 
-  // The API has no model listing of its own: every model is one job's, so the job list (with
-  // its modelId) is the listing; a page is a page of jobs.
-  addPageOptions(models.command('ls').description('list models (from the jobs that produced one), newest first')).action(
-    async (options: PageOptions, command: Command) => {
+  addPageOptions(models.command('ls').description('list models, newest first'))
+    .option('--job <id>', 'only the model of this job', parseId)
+    .option('--dataset <id>', 'only models trained on this dataset', parseId)
+    .action(async (options: PageOptions & { job?: string; dataset?: string }, command: Command) => {
       const ctx = contextOf(command);
-      const page = await fetchPages<Job>(ctx.client, '/v1/jobs', options);
-      const withModel = page.items.filter((j) => j.modelId !== null);
-      const items = withModel.map((j) => ({
-        id: j.modelId!,
-        jobId: j.id,
-        baseModel: j.baseModel,
-        strategy: j.strategy,
-        jobStatus: j.status,
-        createdAt: j.finishedAt ?? j.createdAt,
-      }));
-      if (ctx.json) return printJson({ items, nextCursor: page.nextCursor });
-      printTable(items, [
+      const page = await fetchPages<Model>(ctx.client, '/v1/models', options, { jobId: options.job, datasetId: options.dataset });
+      if (ctx.json) return printJson(page);
+      printTable(page.items, [
         { header: 'ID', value: (m) => m.id },
         { header: 'JOB', value: (m) => m.jobId },
         { header: 'BASE', value: (m) => baseModelName(m.baseModel) },
         { header: 'STRATEGY', value: (m) => m.strategy },
-        { header: 'JOB STATUS', value: (m) => m.jobStatus },
+        { header: 'LABELS', value: (m) => String(m.labels.length) },
         { header: 'CREATED', value: (m) => when(m.createdAt) },
       ]);
-      if (page.nextCursor) note(`more jobs: --cursor ${page.nextCursor} (or --all)`);
-    },
-  );
+      if (page.nextCursor) note(`more: --cursor ${page.nextCursor} (or --all)`);
+    });
 
   models
     .command('get')

@@ -53,6 +53,7 @@ export async function openSession(model: tf.LayersModel, cut: string | undefined
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
       logSeverityLevel: 3,
+      executionProviders: executionProviders(),
     });
     return { session, inputName: conversion.inputName, outputName: conversion.outputName, inputShape: conversion.inputShape, outputShape: conversion.outputShape };
   } catch (error) {
@@ -72,4 +73,13 @@ export async function runSession(s: OrtSession, batch: Float32Array, count: numb
   } finally {
     input.dispose();
   }
+}
+
+/**
+ * GPU hosts (ML_BACKEND=tensorflow-gpu) run frozen layers on ONNX Runtime's CUDA execution
+ * provider, installed by Dockerfile.gpu (ONNXRUNTIME_NODE_INSTALL=cuda12), falling back to the
+ * CPU for any operator CUDA lacks. Elsewhere the CPU provider that ships in the npm package.
+ */
+function executionProviders(): string[] {
+  return process.env.ML_BACKEND === 'tensorflow-gpu' ? ['cuda', 'cpu'] : ['cpu'];
 }

@@ -6,7 +6,7 @@
 // across jobs via `frozenFeatures`), unless augmentation is on, in which case the bottom runs
 // per batch on augmented images. The top always runs with training=false: tfjs-layers'
 // BatchNormalization would otherwise use batch statistics and move its averages even when
-// frozen (STACK.md), so BN trains gamma/beta only and its moving statistics never change — the
+// frozen (a known tfjs-layers behaviour), so BN trains gamma/beta only and its moving statistics never change — the
 // Keras fine-tuning recipe. Only `scratch` runs BN in training mode (nothing to preserve). Only
 // the head's Dropout is ever in training mode.
 //
