@@ -78,6 +78,11 @@ describe('end to end', () => {
     expect(job.skippedImages).toBe(0);
     // A head on cached embeddings fits memory whole: one pass per batch.
     expect(job.microBatchSize).toBe(job.spec.hyperparameters.batchSize);
+    // Where the time went, and what ran it: the frozen base on ONNX Runtime, the head on tfjs.
+    expect(Object.keys(job.timings).sort()).toEqual(['decode', 'download', 'evaluation', 'export', 'frozenForward', 'queueWaitMs', 'training']);
+    for (const ms of Object.values(job.timings)) expect(ms).toBeGreaterThanOrEqual(0);
+    expect(job.timings.frozenForward).toBeGreaterThan(0);
+    expect(job.runtime).toEqual({ training: `tfjs-${job.backend}`, frozenLayers: 'onnxruntime', device: 'cpu' });
     expect(job.startedAt).not.toBeNull();
     expect(job.finishedAt).not.toBeNull();
 

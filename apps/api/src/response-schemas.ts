@@ -86,6 +86,27 @@ export const Job = Type.Object({
   microBatchSize: Nullable(
     Type.Integer({ description: 'images per forward + backward pass, chosen to fit the backend memory; gradients of a batch are summed over them' }),
   ),
+  timings: Nullable(
+    Type.Object(
+      {
+        queueWaitMs: Nullable(Type.Integer()),
+        download: Type.Optional(Type.Integer()),
+        decode: Type.Optional(Type.Integer()),
+        frozenForward: Type.Optional(Type.Integer()),
+        training: Type.Optional(Type.Integer()),
+        evaluation: Type.Optional(Type.Integer()),
+        comparison: Type.Optional(Type.Integer()),
+        export: Type.Optional(Type.Integer()),
+      },
+      { description: "milliseconds per phase of the latest run (frozenForward is not counted in training); null until a run recorded them" },
+    ),
+  ),
+  runtime: Nullable(
+    Type.Object(
+      { training: Type.String(), frozenLayers: Nullable(Type.String()), device: Type.String() },
+      { description: 'what ran the latest run: the tfjs backend that trained, the engine of the frozen layers (onnxruntime or tfjs-<backend>), the device' },
+    ),
+  ),
   embeddingCache: Nullable(Type.Union([Type.Literal('reused'), Type.Literal('computed')])),
   stoppedEarly: Type.Boolean(),
   stopReason: Nullable(Type.String({ description: 'completed | early_stopping | max_runtime | canceled' })),

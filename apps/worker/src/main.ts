@@ -1,10 +1,21 @@
 import pino from 'pino';
 import { loadConfig } from '@finetune/core';
+import { verifyGpu } from '@finetune/ml';
 import { startWorker } from './worker.ts';
 import { startMetricsServer } from './metrics/index.ts';
 
 const config = loadConfig();
 const log = pino({ level: config.logLevel, base: { service: 'worker' } });
+// Training runs in child processes, which would each find out; a GPU worker without a usable GPU
+// must not start at all.
+if (config.mlBackend === 'tensorflow-gpu') {
+  try {
+    log.info({ gpus: await verifyGpu() }, 'GPU visible');
+  } catch (error) {
+    log.fatal((error as Error).message);
+    process.exit(1);
+  }
+}
 const worker = startWorker(config, log);
 const { workerPort, workerHost, enabled, token } = config.metrics;
 const metricsServer =

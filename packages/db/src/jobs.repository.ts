@@ -296,6 +296,11 @@ export class JobsRepository {
     return this.updateOwned(id, lease, { backend });
   }
 
+  /** Where the run's time went and what ran it (shown on the job). */
+  recordRun(id: string, lease: string, run: { timings: Record<string, number>; runtime: Record<string, string | null> }): Promise<void> {
+    return this.updateOwned(id, lease, run);
+  }
+
   recordSkippedImages(id: string, lease: string, skippedImages: number): Promise<void> {
     return this.updateOwned(id, lease, { skippedImages });
   }

@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { MlBackendChoice } from '@finetune/core';
+import { verifyGpu } from './gpu.ts';
 import { registerWasmGradientKernels } from './wasm-gradients.ts';
 
 export { tf };
@@ -71,6 +72,8 @@ async function tryBackend(name: BackendName): Promise<void> {
   switch (name) {
     case 'tensorflow-gpu':
     case 'tensorflow': {
+      // tfjs-node-gpu without a GPU or CUDA runs on the CPU silently: check first.
+      if (name === 'tensorflow-gpu') await verifyGpu();
       const pkg = name === 'tensorflow-gpu' ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node';
       try {
         // A variable specifier keeps TypeScript from resolving a package that is usually absent.

@@ -30,3 +30,4 @@ export { predictImages, predictProbabilities, type Prediction } from './predict.
 export { evaluateClassifier, type Evaluation, type ClassReport, type ConfidentError } from './evaluation.ts';
 export { stratifiedSplit } from './split.ts';
 export * from './training/index.ts';
+export { verifyGpu, GpuUnavailableError, TFJS_GPU_LIBRARIES } from './gpu.ts';

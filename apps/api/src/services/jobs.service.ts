@@ -189,6 +189,9 @@ export function presentJob(job: JobWithModel, metrics: EpochMetric[]) {
     modelId: job.model?.id ?? null,
     skippedImages: job.skippedImages,
     microBatchSize: job.microBatchSize,
+    // The latest run's phases, plus how long the job waited for its first run.
+    timings: job.timings === null ? null : { queueWaitMs: job.startedAt ? job.startedAt.getTime() - job.createdAt.getTime() : null, ...(job.timings as object) },
+    runtime: job.runtime,
     embeddingCache: job.embeddingCacheHit === null ? null : job.embeddingCacheHit ? 'reused' : 'computed',
     stoppedEarly: job.stoppedEarly,
     stopReason: job.stopReason,

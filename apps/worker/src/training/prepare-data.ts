@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { datasetZipLimits, DomainError, type Config, type Hyperparameters } from '@finetune/core';
 import { decodeImageBytes, indexDatasetZip, readZipEntries, stratifiedSplit } from '@finetune/ml';
 import type { ObjectStore } from '@finetune/storage';
+import type { RunTimings } from './run-timings.ts';
 
 export interface SplitImages {
   /** RGB uint8, inputSize × inputSize × 3 each (a quarter of the float size in memory). */
@@ -30,9 +31,13 @@ export async function prepareData(
   inputSize: number,
   hp: Pick<Hyperparameters, 'validationSplit' | 'seed'>,
   isCanceled: () => boolean,
+  timings?: RunTimings,
 ): Promise<PreparedData> {
   const zipPath = join(workDir, 'source.zip');
+  const downloaded = performance.now();
   await store.downloadToFile(storageKey, zipPath);
+  timings?.add('download', performance.now() - downloaded);
+  const decoding = performance.now();
   const { limits } = config;
   const zipLimits = datasetZipLimits(limits);
   const index = await indexDatasetZip(zipPath, zipLimits);
@@ -76,6 +81,7 @@ export async function prepareData(
     throw new DomainError('empty_class', `no decodable training image for class(es): ${missing.join(', ')}`, 422);
   }
   const finish = (s: (typeof collected)['train']): SplitImages => ({ images: s.images, targets: Int32Array.from(s.targets), ids: s.ids });
+  timings?.add('decode', performance.now() - decoding);
   return {
     labels,
     train: finish(collected.train),

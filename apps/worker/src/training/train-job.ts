@@ -18,6 +18,7 @@ import {
 } from '@finetune/ml';
 import { keys, type ObjectStore } from '@finetune/storage';
 import { batchProgress } from './batch-progress.ts';
+import { RunTimings } from './run-timings.ts';
 import { JobCheckpoints } from './checkpoints.ts';
 import { FeatureCache } from './feature-cache.ts';
 import type { TrainingOutcome, TrainingProgress } from './messages.ts';
@@ -73,13 +74,15 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
     ctx.report({ phase, epoch, epochs, percent: Math.round(percent) });
 
   const workDir = await mkdtemp(join(tmpdir(), `finetune-job-${jobId}-`));
+  const timings = new RunTimings();
+  let frozenLayers: string | null = null;
   try {
     report('preparing', resume?.epoch ?? 0, 0);
     const inputSize = base.base.info.inputSize;
     // Decoding stops early when the run will end without a model. A job with trained epochs that
     // is canceled or out of time still needs the data: its best epoch is evaluated and exported.
     const abandon = () => interruption(control) !== null || (control.shouldStop() && !resume);
-    const data = await prepareData(ctx.store, ctx.config, dataset.storageKey, workDir, inputSize, hp, abandon);
+    const data = await prepareData(ctx.store, ctx.config, dataset.storageKey, workDir, inputSize, hp, abandon, timings);
     const interrupted = interruption(control);
     if (interrupted) return interrupted;
     if (abandon() && control.stopCause() === 'canceled') return { status: 'canceled', model: null };
@@ -101,22 +104,33 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
         val: data.val && { images: data.val.images, labels: data.val.targets },
         labels: data.labels,
         hyperparameters: hp,
-        frozenFeatures: async ({ cut, split }, compute) =>
-          cache.getOrCompute(cut, split, (split === 'val' ? data.val?.ids : data.train.ids) ?? [], await frozenEngine(base.base.model, cut), compute),
+        frozenFeatures: async ({ cut, split }, compute) => {
+          frozenLayers = await frozenEngine(base.base.model, cut);
+          const ids = (split === 'val' ? data.val?.ids : data.train.ids) ?? [];
+          return cache.getOrCompute(cut, split, ids, frozenLayers, () => timings.time('frozenForward', compute));
+        },
         shouldStop: control.shouldStop,
         ...options,
       });
 
     report('training', resume?.epoch ?? 0, 5);
-    const result = await train(spec.strategy, {
-      ...(resume ? { resumeFrom: resume.state } : {}),
-      onBatchEnd: batchProgress(epochs, ctx.report),
-      onEpochEnd: async (epoch) => {
-        await checkpoints.save(epoch, control.elapsedMs());
-        const percent = Math.round(5 + (80 * epoch.epoch) / epochs);
-        ctx.report({ phase: 'training', epoch: epoch.epoch, epochs, percent, epochSeconds: epoch.durationMs / 1000 });
-      },
-    });
+    const result = await timings.within('training', 'frozenForward', () =>
+      train(spec.strategy, {
+        ...(resume ? { resumeFrom: resume.state } : {}),
+        onBatchEnd: batchProgress(epochs, ctx.report),
+        onEpochEnd: async (epoch) => {
+          await checkpoints.save(epoch, control.elapsedMs());
+          const percent = Math.round(5 + (80 * epoch.epoch) / epochs);
+          ctx.report({ phase: 'training', epoch: epoch.epoch, epochs, percent, epochSeconds: epoch.durationMs / 1000 });
+        },
+      }),
+    );
+    // Where the run's time went and what ran it: recorded with the model the run ends with.
+    const recordRun = () =>
+      ctx.jobs.recordRun(jobId, lease, {
+        timings: timings.toJSON(),
+        runtime: { training: `tfjs-${ctx.backend}`, frozenLayers, device: ctx.backend === 'tensorflow-gpu' ? 'gpu' : 'cpu' },
+      });
     try {
       const embeddingCacheHit = cache.hits + cache.misses === 0 ? null : cache.misses === 0;
       const stopped = interruption(control);
@@ -131,23 +145,25 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
       if (control.stopCause() === 'canceled') {
         if (result.bestEpoch === 0) return { status: 'canceled', model: null };
         report('exporting', result.epochsRun, 95);
-        const evaluation = await evaluate(result.model, data.val ?? data.train, data.labels, inputSize, hp.topK);
-        return { status: 'canceled', model: await exportModel(ctx, { ...exportInput, evaluation, scratch: null }) };
+        const evaluation = await timings.time('evaluation', () => evaluate(result.model, data.val ?? data.train, data.labels, inputSize, hp.topK));
+        const model = await timings.time('export', () => exportModel(ctx, { ...exportInput, evaluation, scratch: null }));
+        await recordRun();
+        return { status: 'canceled', model };
       }
       if (result.bestEpoch === 0) throw noEpochWithin(maxRuntimeMs);
 
       report('evaluating', result.epochsRun, 85);
-      const evaluation = await evaluate(result.model, data.val ?? data.train, data.labels, inputSize, hp.topK);
+      const evaluation = await timings.time('evaluation', () => evaluate(result.model, data.val ?? data.train, data.labels, inputSize, hp.topK));
       let scratch: { accuracy: number; evaluation: Evaluation } | null = null;
       if (spec.compareWithScratch && !control.stopCause()) {
         report('comparing', result.epochsRun, 88);
-        const baseline = await train('scratch');
+        const baseline = await timings.time('comparison', () => train('scratch'));
         try {
           const during = interruption(control);
           if (during) return during;
           // A budget spent during the baseline leaves no comparison; a cancel keeps the model.
           if (!control.stopCause()) {
-            const baselineEvaluation = await evaluate(baseline.model, data.val ?? data.train, data.labels, inputSize, hp.topK);
+            const baselineEvaluation = await timings.time('comparison', () => evaluate(baseline.model, data.val ?? data.train, data.labels, inputSize, hp.topK));
             scratch = { accuracy: baselineEvaluation.accuracy, evaluation: baselineEvaluation };
           }
         } finally {
@@ -156,7 +172,8 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
       }
 
       report('exporting', result.epochsRun, 95);
-      const model = await exportModel(ctx, { ...exportInput, evaluation, scratch });
+      const model = await timings.time('export', () => exportModel(ctx, { ...exportInput, evaluation, scratch }));
+      await recordRun();
       if (control.stopCause() === 'canceled') return { status: 'canceled', model };
       const stopReason: StopReason = control.stopCause() === 'max_runtime' ? 'max_runtime' : result.stoppedEarly ? 'early_stopping' : 'completed';
       await checkpoints.sweepStray();
