@@ -13,7 +13,9 @@ RUN apt-get update \
 # package.json must be here for `npm ci` to match the lock file: add new workspaces below.
 # Everything below runs as `node`, so caches (Prisma's engine download) land where the runtime
 # user finds them.
-RUN chown node:node /app
+# /run/finetune: the compose file's credentials volume; a new named volume takes this directory's
+# owner and mode, so only `node` can read the files created there.
+RUN chown node:node /app && install -d -o node -g node -m 700 /run/finetune
 USER node
 # .npmrc sets onnxruntime-node-install=skip: its install script would otherwise download the CUDA
 # provider from outside the npm registry (the CPU binaries ship in the package).

@@ -14,16 +14,16 @@
 //    command that uses it on the first start, read back afterwards.
 //  - Any start-up failure prints one `[start] …` line saying what failed and what to do, exit 1.
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type Config } from '../packages/core/src/config.ts';
 import { applyMigrations, ensureDatabase, redact } from '../packages/db/src/migrate.ts';
-import { generateApiKey, keyPrefix } from '../apps/api/src/auth/api-keys.ts';
+import { keyPrefix } from '../apps/api/src/auth/api-keys.ts';
 import { S3ObjectStore, startEmbeddedS3 } from '../packages/storage/src/index.ts';
 import { assertPortFree, describe, pingRedis, step, StartupError } from './launcher/checks.ts';
+import { ADMIN_KEY_FILE, newAdminKey, newSecret, readOrCreate, SECRET_FILE } from './launcher/credentials.ts';
 import { startEmbeddedPostgres } from './launcher/postgres.ts';
 import { Supervisor } from './launcher/supervisor.ts';
 
@@ -138,30 +138,15 @@ async function main(): Promise<void> {
  * printed only when it is created.
  */
 async function ensureCredentials(dataDir: string, config: Config): Promise<void> {
-  const readOrCreate = async (path: string, create: () => string): Promise<{ value: string; created: boolean }> => {
-    try {
-      const value = (await readFile(path, 'utf8')).trim();
-      if (value) {
-        await chmod(path, 0o600);
-        return { value, created: false };
-      }
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    }
-    const value = create();
-    await writeFile(path, `${value}\n`, { mode: 0o600 });
-    return { value, created: true };
-  };
-
   if (!env.API_KEY_SECRET) {
-    const path = join(dataDir, 'api-key-secret');
-    const secret = await readOrCreate(path, () => randomBytes(32).toString('hex'));
+    const path = join(dataDir, SECRET_FILE);
+    const secret = await readOrCreate(path, newSecret);
     env.API_KEY_SECRET = secret.value;
     log(secret.created ? `created the API key secret in ${path}` : `API key secret: ${path}`);
   }
   if (!env.ADMIN_API_KEY) {
-    const path = join(dataDir, 'admin-api-key');
-    const admin = await readOrCreate(path, () => generateApiKey().key);
+    const path = join(dataDir, ADMIN_KEY_FILE);
+    const admin = await readOrCreate(path, newAdminKey);
     env.ADMIN_API_KEY = admin.value;
     const base = `http://${config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host}:${config.port}`;
     if (admin.created) {

@@ -5,6 +5,8 @@
 // everywhere from the file itself.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -181,8 +183,8 @@ describe('docker-compose.yml', () => {
         cwd: root,
         encoding: 'utf8',
         timeout: 60_000,
-        // The api service requires both (README "Security"): compose refuses to run without them.
-        env: { ...process.env, API_KEY_SECRET: 'a'.repeat(64), ADMIN_API_KEY: 'b'.repeat(48) },
+        // Nothing to set first: the credentials come from the one-shot `credentials` service.
+        env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'API_KEY_SECRET' && k !== 'ADMIN_API_KEY')),
       });
       expect(r.stderr, `${cli!.join(' ')} ${extra.join(' ')} config -q`).not.toMatch(/error|invalid/i);
       expect(r.status).toBe(0);
@@ -194,7 +196,7 @@ describe('docker-compose.yml', () => {
       a: [{ x: 1, y: 'p, q' }, ['b', 'c, d', 'e']],
     });
     expect(Object.keys(services).sort()).toEqual(
-      ['api', 'migrate', 'minio', 'minio-init', 'postgres', 'redis', 'worker', 'worker-gpu'].sort(),
+      ['api', 'credentials', 'migrate', 'minio', 'minio-init', 'postgres', 'redis', 'worker', 'worker-gpu'].sort(),
     );
   });
 
@@ -239,31 +241,62 @@ describe('docker-compose.yml', () => {
     const api = svc('api');
     expect(api.healthcheck?.test.join(' ')).toMatch(/\/healthz/);
     expect(api.healthcheck?.test.join(' ')).toContain(`:${api.environment?.PORT}/`);
-  });
-
-  it('the apps\' environment parses with loadConfig and matches the services\' credentials', () => {
-    const pgEnv = svc('postgres').environment!;
-    const minioEnv = svc('minio').environment!;
-    for (const name of [...APPS, 'migrate']) {
-      const env = Object.fromEntries(Object.entries(svc(name).environment ?? {}).map(([k, v]) => [k, String(v)]));
-      const config = loadConfig(env);
-      const db = new URL(config.databaseUrl!);
-      expect([db.username, db.password, db.hostname, db.pathname], name).toEqual([
-        pgEnv.POSTGRES_USER,
-        pgEnv.POSTGRES_PASSWORD,
-        'postgres',
-        `/${pgEnv.POSTGRES_DB}`,
-      ]);
-      if (name === 'migrate') continue;
-      expect(new URL(config.redisUrl).hostname).toBe('redis');
-      expect(config.s3).toMatchObject({
-        endpoint: 'http://minio:9000',
-        accessKeyId: minioEnv.MINIO_ROOT_USER,
-        secretAccessKey: minioEnv.MINIO_ROOT_PASSWORD,
-        forcePathStyle: true,
-      });
+    // Every long-running service has a healthcheck; the workers' is their metrics listener's /healthz.
+    for (const name of ['postgres', 'redis', 'minio', ...APPS]) expect(svc(name).healthcheck?.test.length, name).toBeGreaterThan(0);
+    for (const name of APPS.filter((n) => n !== 'api')) {
+      const port = loadConfig(Object.fromEntries(Object.entries(svc(name).environment ?? {}).map(([k, v]) => [k, String(v)]))).metrics.workerPort;
+      expect(svc(name).healthcheck?.test.join(' '), name).toContain(`:${port}/healthz`);
     }
   });
+
+  it('the apps\' environment parses with loadConfig and matches the services\' credentials', async () => {
+    const pgEnv = svc('postgres').environment!;
+    const minioEnv = svc('minio').environment!;
+    // The credentials service's command, run for real into a directory standing in for its volume.
+    const volume = svc('credentials').volumes![0]!.split(':');
+    const dir = await mkdtemp(join(tmpdir(), 'finetune-credentials-'));
+    try {
+      const command = svc('credentials').command!.map((arg) => (arg === volume[1] ? dir : arg));
+      const created = spawnSync(command[0]!, command.slice(1), { cwd: root, encoding: 'utf8', timeout: 60_000 });
+      expect(created.status, created.stderr).toBe(0);
+      expect(created.stdout).toMatch(/created an admin API key/);
+      expect(svc('api').volumes).toContain(`${volume[0]}:${volume[1]}:ro`);
+      // Compose interpolation with nothing set: `${X:-}` is empty.
+      const interpolate = (v: unknown) => String(v).replace(/\$\{\w+:-([^}]*)\}/g, '$1').replaceAll(volume[1]!, dir);
+      for (const name of [...APPS, 'migrate']) {
+        const env = Object.fromEntries(Object.entries(svc(name).environment ?? {}).map(([k, v]) => [k, interpolate(v)]));
+        const config = loadConfig(env);
+        if (name === 'api') {
+          expect(config.auth.apiKeySecret).toMatch(/^[0-9a-f]{64}$/);
+          expect(config.auth.adminApiKey).toMatch(/^ft_[0-9a-f]{8}_/);
+        }
+        checkServiceEnv(name, config, pgEnv, minioEnv);
+      }
+      // A secret file that is not there is a configuration problem, named as such.
+      expect(() => loadConfig({ API_KEY_SECRET_FILE: join(dir, 'missing') })).toThrow(/API_KEY_SECRET_FILE: cannot read .*missing \(ENOENT\)/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  /** A service's configuration points at the compose file's own Postgres, Redis and MinIO. */
+  function checkServiceEnv(name: string, config: ReturnType<typeof loadConfig>, pgEnv: Record<string, unknown>, minioEnv: Record<string, unknown>) {
+    const db = new URL(config.databaseUrl!);
+    expect([db.username, db.password, db.hostname, db.pathname], name).toEqual([
+      pgEnv.POSTGRES_USER,
+      pgEnv.POSTGRES_PASSWORD,
+      'postgres',
+      `/${pgEnv.POSTGRES_DB}`,
+    ]);
+    if (name === 'migrate') return;
+    expect(new URL(config.redisUrl).hostname).toBe('redis');
+    expect(config.s3).toMatchObject({
+      endpoint: 'http://minio:9000',
+      accessKeyId: minioEnv.MINIO_ROOT_USER,
+      secretAccessKey: minioEnv.MINIO_ROOT_PASSWORD,
+      forcePathStyle: true,
+    });
+  }
 
   it('builds from Dockerfiles that exist; the GPU worker pins CUDA 11.2 + cuDNN 8 and one GPU', () => {
     for (const s of Object.values(services)) {

@@ -80,9 +80,17 @@ function send(r: Req): Promise<Res> {
     const headers = { ...authHeader(r), ...r.headers };
     const req = http.request({ host: '127.0.0.1', port, method: r.method, path: r.path, headers, agent }, (res) => {
       const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
+      const done = () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') });
+      res.on('data', (c: Buffer) => {
+        chunks.push(c);
+        // A job's event stream runs until the job ends: its first event is the answer.
+        if (String(res.headers['content-type']).startsWith('text/event-stream') && Buffer.concat(chunks).includes('\n\nid: ')) {
+          done();
+          res.destroy();
+        }
+      });
       res.on('error', reject);
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('end', done);
     });
     req.on('error', reject);
     req.setTimeout(30_000, () => req.destroy(new Error('no answer within 30 s')));
@@ -176,8 +184,14 @@ const ID_ROUTES: [string, string][] = [
   ['POST', '/v1/tenants/:id/api-keys'],
   ['GET', '/v1/tenants/:id'],
   ['PATCH', '/v1/tenants/:id'],
+  ['GET', '/v1/jobs/:id/events'],
+  ['POST', '/v1/models/:id/batch-predictions'],
+  ['GET', '/v1/batch-predictions/:id'],
+  ['GET', '/v1/batch-predictions/:id/results'],
+  ['DELETE', '/v1/batch-predictions/:id'],
+  ['POST', '/v1/datasets/uploads/:id/complete'],
 ];
-const PATHS = ['/healthz', '/readyz', '/v1/base-models', '/v1/datasets', '/v1/jobs', '/v1/api-keys', '/v1/tenants', '/v1/usage', ...ID_ROUTES.map(([, p]) => p), '/', '/v1', '/v1/', '/v2/jobs', '/v1/jobs/', '//v1/jobs'];
+const PATHS = ['/healthz', '/readyz', '/v1/base-models', '/v1/datasets', '/v1/jobs', '/v1/api-keys', '/v1/tenants', '/v1/usage', '/v1/models', '/v1/batch-predictions', '/v1/datasets/uploads', ...ID_ROUTES.map(([, p]) => p), '/', '/v1', '/v1/', '/v2/jobs', '/v1/jobs/', '//v1/jobs'];
 
 // Header values Node's client will send: tab, visible ASCII, Latin-1.
 const headerValue = fc.oneof(

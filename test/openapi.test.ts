@@ -139,6 +139,9 @@ describe('real responses match their schemas', () => {
     expect(dataset.body.counts.train).toEqual(JSON.parse('{"a": 1, "b": 1, "__proto__": 1}'));
     conforms('GET', '/v1/datasets', await http.get('/v1/datasets'));
     conforms('GET', '/v1/datasets/:id', await http.get(`/v1/datasets/${dataset.body.id}`));
+    const direct = conforms('POST', '/v1/datasets/uploads', await http.post('/v1/datasets/uploads').send({ filename: 'direct.zip', size: zip.length }));
+    expect((await fetch(direct.body.url, { method: 'PUT', headers: direct.body.headers, body: new Uint8Array(zip) })).status).toBe(200);
+    expect(conforms('POST', '/v1/datasets/uploads/:uploadId/complete', await http.post(`/v1/datasets/uploads/${direct.body.uploadId}/complete`)).status).toBe(201);
     const sample = conforms('GET', '/v1/datasets/:id/samples', await http.get(`/v1/datasets/${dataset.body.id}/samples?class=a&index=0`));
     expect(sample.status).toBe(200);
     expect(sample.headers['content-type']).toBe('image/webp');
@@ -167,6 +170,14 @@ describe('real responses match their schemas', () => {
     conforms('GET', '/v1/models/:id/download', await http.get(`/v1/models/${tiny.modelId}/download`));
     const predicted = conforms('POST', '/v1/models/:id/predict', await http.post(`/v1/models/${tiny.modelId}/predict`).attach('file', png, 'x.png'));
     expect(predicted.status).toBe(200);
+    // No worker in this file: the batch stays queued and its results are a 409 problem
+    // (test/batch-predictions.test.ts reads real results).
+    const batch = conforms('POST', '/v1/models/:id/batch-predictions', await http.post(`/v1/models/${tiny.modelId}/batch-predictions`).send({ datasetId: tiny.datasetId }));
+    expect(batch.status).toBe(202);
+    conforms('GET', '/v1/batch-predictions', await http.get('/v1/batch-predictions'));
+    conforms('GET', '/v1/batch-predictions/:id', await http.get(`/v1/batch-predictions/${batch.body.id}`));
+    expect(conforms('GET', '/v1/batch-predictions/:id/results', await http.get(`/v1/batch-predictions/${batch.body.id}/results`)).status).toBe(409);
+    conforms('DELETE', '/v1/batch-predictions/:id', await http.delete(`/v1/batch-predictions/${batch.body.id}`));
     conforms('DELETE', '/v1/models/:id', await http.delete(`/v1/models/${tiny.modelId}`));
     conforms('DELETE', '/v1/api-keys/:id', await http.delete(`/v1/api-keys/${key.body.id}`));
 

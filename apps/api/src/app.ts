@@ -20,10 +20,12 @@ import { healthRoutes } from './routes/health.ts';
 import { baseModelRoutes } from './routes/v1/base-models.ts';
 import { datasetRoutes } from './routes/v1/datasets.ts';
 import { datasetSampleRoutes } from './routes/v1/dataset-samples.ts';
+import { datasetUploadRoutes } from './routes/v1/dataset-uploads.ts';
 import { jobRoutes } from './routes/v1/jobs.ts';
 import { jobEventRoutes } from './routes/v1/job-events.ts';
 import { identityRoutes } from './routes/v1/identity.ts';
 import { modelRoutes } from './routes/v1/models.ts';
+import { batchPredictionRoutes } from './routes/v1/batch-predictions.ts';
 import { ModelCache } from './services/model-cache.ts';
 
 export { createAppDeps, closeAppDeps, type AppDeps } from './deps.ts';
@@ -146,9 +148,11 @@ export async function buildApp(deps: AppDeps, options: BuildOptions = {}): Promi
     await v1.register(identityRoutes, { deps });
     await v1.register(datasetRoutes, { deps });
     await v1.register(datasetSampleRoutes, { deps });
+    await v1.register(datasetUploadRoutes, { deps });
     await v1.register(jobRoutes, { deps });
     await v1.register(jobEventRoutes, { deps });
     await v1.register(modelRoutes, { deps, cache });
+    await v1.register(batchPredictionRoutes, { deps });
   });
   return app;
 }

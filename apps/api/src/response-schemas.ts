@@ -225,3 +225,32 @@ export const NoContent = Type.Unknown({ description: 'no content' });
 
 /** A binary body (a zip). */
 export const Binary = (description: string) => Type.String({ format: 'binary', description });
+
+export const BatchPrediction = Type.Object({
+  id: Uuid(),
+  modelId: Nullable(Uuid()),
+  datasetId: Nullable(Uuid()),
+  status: Type.Union([Type.Literal('queued'), Type.Literal('running'), Type.Literal('succeeded'), Type.Literal('failed')]),
+  counts: Type.Object({
+    total: Type.Integer({ description: 'images in the dataset (all splits)' }),
+    done: Type.Integer({ description: 'images processed so far, recorded every few dozen' }),
+    failed: Type.Integer({ description: 'images that could not be decoded (a line with `error` in the results)' }),
+  }),
+  error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
+  createdAt: DateTime(),
+  startedAt: Nullable(DateTime()),
+  finishedAt: Nullable(DateTime()),
+});
+
+export const BatchPredictionPage = Page(BatchPrediction);
+
+/** POST /v1/datasets/uploads: where and how the client PUTs its zip. */
+export const PresignedUpload = Type.Object({
+  uploadId: Uuid(),
+  url: Type.String({ description: 'a presigned S3 URL: PUT the zip here (no Authorization header) before expiresAt' }),
+  method: Type.Literal('PUT'),
+  headers: Type.Record(Type.String(), Type.String(), {
+    description: 'headers to send with the PUT as they are (they are part of the signature; content-length binds the declared size)',
+  }),
+  expiresAt: DateTime(),
+});

@@ -15,6 +15,7 @@ import {
 import { S3ObjectStore, withRetries } from '@finetune/storage';
 import type { ParentMessage } from './training/messages.ts';
 import { createTrainProcessor, type ProcessorState } from './processors/train.processor.ts';
+import { startBatchPredictConsumer } from './processors/batch-predict.processor.ts';
 import { createWorkerMetrics, type WorkerMetrics } from './metrics/index.ts';
 
 export interface RunningWorker {
@@ -59,6 +60,8 @@ export function startWorker(config: Config, log: Logger): RunningWorker {
     lockDurationMs: config.workerLockDurationMs,
   });
   worker.on('error', (err) => log.error({ err }, 'worker error'));
+  // The second queue: batch predictions, in this process (see the processor for why).
+  const batchPredict = startBatchPredictConsumer({ config, db, store, log, settings });
 
   // BullMQ's own verdicts reach Postgres here, whichever worker they happened on: a job that
   // stalled (its worker died) waits for redelivery as `retrying`; one that BullMQ failed for
@@ -116,7 +119,7 @@ export function startWorker(config: Config, log: Logger): RunningWorker {
         for (const child of state.active) child.kill('SIGKILL');
       }, config.workerShutdownGraceMs);
       try {
-        await worker.close();
+        await Promise.all([worker.close(), batchPredict.close()]);
       } finally {
         clearTimeout(killer);
         await closeEvents().catch(() => undefined);

@@ -120,6 +120,14 @@ async function createKey(): Promise<string> {
   return res.body.key as string;
 }
 
+describe('datasets upload --direct', () => {
+  it('creates an upload, PUTs the zip to object storage and completes it', async () => {
+    const dataset = json(await cli(['--json', 'datasets', 'upload', join(dir, 'digits.zip'), '--direct', '--name', 'cli direct']));
+    expect(dataset).toMatchObject({ name: 'cli direct', classes: ['0', '1'], counts: { images: 40 } });
+    expect(await t.deps.store.list(`uploads/${t.tenantId}/`)).toEqual([]);
+  });
+});
+
 describe('upload → train → watch → download → predict', () => {
   let datasetId: string;
   let jobId: string;
@@ -194,7 +202,7 @@ describe('upload → train → watch → download → predict', () => {
     expect(download.code, shown(download)).toBe(0);
     expect(download.stdout).toContain(out);
     const files = unzipSync(new Uint8Array(await readFile(out)));
-    expect(Object.keys(files).sort()).toEqual(['labels.json', 'metadata.json', 'model.json', 'weights.bin']);
+    expect(Object.keys(files).sort()).toEqual(['app.js', 'index.html', 'labels.json', 'metadata.json', 'model.json', 'style.css', 'tf.min.js', 'weights.bin']);
     expect(JSON.parse(strFromU8(files['labels.json']!))).toEqual(['0', '1']);
   });
 

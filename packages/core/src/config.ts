@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 
 // Configuration is parsed once, from the environment, into a typed object. A bad value fails
@@ -23,7 +24,12 @@ export interface Config {
     accessKeyId: string;
     secretAccessKey: string;
     forcePathStyle: boolean;
+    /** The endpoint presigned URLs are signed for: one clients can reach (S3_ENDPOINT may be an
+     * address inside the deployment's network). Unset: the same as `endpoint`. */
+    publicEndpoint: string | undefined;
   };
+  /** How long a presigned dataset upload URL (POST /v1/datasets/uploads) stays valid. */
+  uploadUrlTtlSeconds: number;
   mlBackend: MlBackendChoice;
   workerConcurrency: number;
   /** BullMQ lock duration; a worker that stops renewing for this long loses its job. */
@@ -198,6 +204,19 @@ export function loadConfig(env: Env = process.env): Config {
     return bad.length > 0 ? [] : origins;
   };
   const optional = (name: string): string | undefined => env[name] || undefined;
+  // A secret comes from NAME, or else from the file NAME_FILE names (Docker/Kubernetes secrets,
+  // the compose file's credentials volume), trimmed.
+  const secret = (name: string): string | undefined => {
+    if (env[name]) return env[name];
+    const file = env[`${name}_FILE`];
+    if (!file) return undefined;
+    try {
+      return readFileSync(file, 'utf8').trim() || undefined;
+    } catch (error) {
+      problems.push(`${name}_FILE: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+      return undefined;
+    }
+  };
   // A rate limit of 0 per minute turns that bucket off; a burst defaults to a tenth of a minute.
   const rateLimit = (prefix: string, perMinute: number, burst: number): RateLimit | null => {
     const rate = int(`${prefix}_PER_MINUTE`, perMinute, 0, 10_000_000);
@@ -220,6 +239,8 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const redisUrl = str('REDIS_URL', 'redis://127.0.0.1:6379');
   if (!/^rediss?:\/\//.test(redisUrl)) problems.push('REDIS_URL must be a redis:// or rediss:// URL');
+  const publicEndpoint = optional('S3_PUBLIC_ENDPOINT');
+  if (publicEndpoint && !/^https?:\/\/[^/]/.test(publicEndpoint)) problems.push('S3_PUBLIC_ENDPOINT must be an http:// or https:// URL');
 
   const config: Config = {
     port: int('PORT', 3000, 0, 65535),
@@ -235,7 +256,10 @@ export function loadConfig(env: Env = process.env): Config {
       accessKeyId: str('S3_ACCESS_KEY_ID', 'S3RVER'),
       secretAccessKey: str('S3_SECRET_ACCESS_KEY', 'S3RVER'),
       forcePathStyle: bool('S3_FORCE_PATH_STYLE', true),
+      publicEndpoint,
     },
+    // SigV4 presigned URLs are valid for at most 7 days.
+    uploadUrlTtlSeconds: int('UPLOAD_URL_TTL_SECONDS', 3600, 1, 7 * 24 * 3600),
     mlBackend: backend as MlBackendChoice,
     workerConcurrency: int('WORKER_CONCURRENCY', 1, 1, 64),
     workerLockDurationMs: int('WORKER_LOCK_DURATION_MS', 60_000, 1_000, 3_600_000),
@@ -277,8 +301,8 @@ export function loadConfig(env: Env = process.env): Config {
       models: quota('QUOTA_MODELS', 1000),
     },
     auth: {
-      apiKeySecret: optional('API_KEY_SECRET'),
-      adminApiKey: optional('ADMIN_API_KEY'),
+      apiKeySecret: secret('API_KEY_SECRET'),
+      adminApiKey: secret('ADMIN_API_KEY'),
     },
     metrics: {
       enabled: bool('METRICS_ENABLED', true),

@@ -8,3 +8,8 @@ export * from './usage.ts';
 export { Prisma } from './generated/client.ts';
 export type { Dataset, Job, EpochMetric, Checkpoint, Model, Tenant, ApiKey } from './generated/client.ts';
 export { JobStatus, ApiKeyRole } from './generated/enums.ts';
+export * from './batch-predictions.repository.ts';
+export type { BatchPrediction } from './generated/client.ts';
+export { BatchPredictionStatus } from './generated/enums.ts';
+export * from './dataset-uploads.repository.ts';
+export type { DatasetUpload } from './generated/client.ts';

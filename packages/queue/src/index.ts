@@ -205,3 +205,11 @@ export function createTrainingEvents(settings: QueueSettings): { events: QueueEv
     },
   };
 }
+export {
+  BATCH_PREDICT_QUEUE,
+  BatchPredictQueue,
+  createBatchPredictWorker,
+  createBatchPredictEvents,
+  type BatchPredictJob,
+  type BatchPredictPayload,
+} from './batch-predict.ts';

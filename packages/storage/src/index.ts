@@ -6,6 +6,7 @@ import { dirname } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
+  CopyObjectCommand,
   CreateBucketCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
@@ -18,6 +19,7 @@ import {
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { retryTransient, type Config, type RetryOptions } from '@finetune/core';
 
 export { startEmbeddedS3 } from './embedded.ts';
@@ -30,6 +32,19 @@ export class ObjectNotFoundError extends Error {
     super(`object ${key} does not exist`);
     this.name = 'ObjectNotFoundError';
   }
+}
+
+/** A conditional read or copy found the object replaced since its ETag was taken (S3 412). */
+export class ObjectChangedError extends Error {
+  readonly code = 'object_changed';
+  constructor(readonly key: string) {
+    super(`object ${key} changed while it was being read`);
+    this.name = 'ObjectChangedError';
+  }
+}
+
+function isPreconditionFailed(error: unknown): boolean {
+  return error instanceof S3ServiceException && (error.name === 'PreconditionFailed' || error.$metadata?.httpStatusCode === 412);
 }
 
 export interface ObjectInfo {
@@ -49,7 +64,8 @@ export interface ObjectStore {
   putStream(key: string, stream: Readable, contentType?: string): Promise<number>;
   putFile(key: string, path: string, contentType?: string): Promise<void>;
   getBuffer(key: string): Promise<Buffer>;
-  getStream(key: string): Promise<Readable>;
+  /** `ifMatch`: only the version with this ETag (else ObjectChangedError). */
+  getStream(key: string, options?: { ifMatch?: string | undefined }): Promise<Readable>;
   downloadToFile(key: string, path: string): Promise<void>;
   exists(key: string): Promise<boolean>;
   /** Deleting a missing key is not an error (S3 semantics). */
@@ -57,9 +73,33 @@ export interface ObjectStore {
   /** Deletes every object under `prefix`; returns how many were deleted. */
   deletePrefix(prefix: string): Promise<number>;
   list(prefix: string): Promise<ObjectInfo[]>;
+  /** Size and ETag of one object; null when it does not exist. */
+  head(key: string): Promise<ObjectInfo | null>;
+  /** A server-side copy: the bytes never pass through this process. `ifMatch`: only the version
+   * with this ETag (else ObjectChangedError; S3 and MinIO check it, s3rver ignores it). */
+  copy(fromKey: string, toKey: string, options?: { ifMatch?: string | undefined }): Promise<void>;
+  /** A URL a client can PUT one object to without credentials, until it expires. */
+  presignPut(key: string, options: PresignPutOptions): Promise<PresignedRequest>;
 }
 
-export type S3StoreOptions = Omit<Config['s3'], 'endpoint'> & { endpoint: string };
+export interface PresignPutOptions {
+  /** Bound into the signature: a PUT of any other length is refused by S3. */
+  contentLength: number;
+  expiresInSeconds: number;
+}
+
+export interface PresignedRequest {
+  url: string;
+  method: 'PUT';
+  /** Headers the client must send as they are (they are part of the signature). */
+  headers: Record<string, string>;
+}
+
+export type S3StoreOptions = Omit<Config['s3'], 'endpoint' | 'publicEndpoint'> & {
+  endpoint: string;
+  /** Where clients reach S3, for presigned URLs; default `endpoint`. */
+  publicEndpoint?: string | undefined;
+};
 
 /** Multipart part size for `putStream`/`putFile`: S3's minimum is 5 MiB. */
 const PART_SIZE = 8 * 1024 * 1024;
@@ -85,12 +125,22 @@ function isMissingBucket(error: unknown): boolean {
 export class S3ObjectStore implements ObjectStore {
   readonly client: S3Client;
   readonly bucket: string;
+  /** Signs presigned URLs only (it sends nothing): the host is part of the signature, so the URL
+   * must be signed for the address the client will use. */
+  readonly #presigner: S3Client;
 
   constructor(options: S3StoreOptions) {
     if (!options.endpoint) throw new Error('S3ObjectStore needs an endpoint (S3_ENDPOINT)');
     this.bucket = options.bucket;
-    this.client = new S3Client({
-      endpoint: options.endpoint,
+    this.client = S3ObjectStore.#client(options, options.endpoint);
+    this.#presigner = options.publicEndpoint && options.publicEndpoint !== options.endpoint
+      ? S3ObjectStore.#client(options, options.publicEndpoint)
+      : this.client;
+  }
+
+  static #client(options: S3StoreOptions, endpoint: string): S3Client {
+    return new S3Client({
+      endpoint,
       region: options.region,
       forcePathStyle: options.forcePathStyle,
       credentials: { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey },
@@ -175,14 +225,15 @@ export class S3ObjectStore implements ObjectStore {
     return Buffer.concat(chunks);
   }
 
-  async getStream(key: string): Promise<Readable> {
+  async getStream(key: string, options: { ifMatch?: string | undefined } = {}): Promise<Readable> {
     try {
-      const result = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      const result = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, IfMatch: options.ifMatch }));
       const body = result.Body;
       if (!body) throw new ObjectNotFoundError(key);
       return body instanceof Readable ? body : Readable.fromWeb(body as never);
     } catch (error) {
       if (isNotFound(error)) throw new ObjectNotFoundError(key);
+      if (isPreconditionFailed(error)) throw new ObjectChangedError(key);
       throw error;
     }
   }
@@ -248,8 +299,47 @@ export class S3ObjectStore implements ObjectStore {
     return out;
   }
 
+  async head(key: string): Promise<ObjectInfo | null> {
+    try {
+      const result = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return { key, size: result.ContentLength ?? 0, lastModified: result.LastModified, etag: result.ETag };
+    } catch (error) {
+      if (isNotFound(error)) return null;
+      throw error;
+    }
+  }
+
+  async copy(fromKey: string, toKey: string, options: { ifMatch?: string | undefined } = {}): Promise<void> {
+    try {
+      // One CopyObject takes objects up to 5 GiB, far above any MAX_UPLOAD_BYTES a dataset has.
+      await this.client.send(
+        new CopyObjectCommand({
+          Bucket: this.bucket,
+          Key: toKey,
+          CopySource: `${this.bucket}/${encodeURIComponent(fromKey).replace(/%2F/g, '/')}`,
+          CopySourceIfMatch: options.ifMatch,
+        }),
+      );
+    } catch (error) {
+      if (isNotFound(error)) throw new ObjectNotFoundError(fromKey);
+      if (isPreconditionFailed(error)) throw new ObjectChangedError(fromKey);
+      throw error;
+    }
+  }
+
+  async presignPut(key: string, options: PresignPutOptions): Promise<PresignedRequest> {
+    const command = new PutObjectCommand({ Bucket: this.bucket, Key: key, ContentLength: options.contentLength });
+    const url = await getSignedUrl(this.#presigner, command, {
+      expiresIn: options.expiresInSeconds,
+      // Signed as a header, not hoisted into the query: S3 then refuses a body of another length.
+      signableHeaders: new Set(['content-length']),
+    });
+    return { url, method: 'PUT', headers: { 'content-length': String(options.contentLength) } };
+  }
+
   /** Releases the SDK's sockets. */
   destroy(): void {
+    if (this.#presigner !== this.client) this.#presigner.destroy();
     this.client.destroy();
   }
 }
@@ -279,6 +369,12 @@ export const keys = {
   embeddingCacheTenantPrefix: (tenantId: string): string => `cache/embeddings/${segment('tenantId', tenantId)}/`,
   embeddingCachePrefix: (tenantId: string, baseModel: string, datasetId: string): string =>
     `${keys.embeddingCacheTenantPrefix(tenantId)}${segment('baseModel', baseModel)}/${segment('datasetId', datasetId)}/`,
+  batchPredictionPrefix: (id: string): string => `batch-predictions/${segment('batchPredictionId', id)}/`,
+  /** JSON Lines, one per image, written in one upload when the run ends. */
+  batchPredictionResults: (id: string): string => `${keys.batchPredictionPrefix(id)}results.jsonl`,
+  /** Where a client PUTs a dataset zip through a presigned URL, until the upload is completed. */
+  uploadsPrefix: (tenantId: string): string => `uploads/${segment('tenantId', tenantId)}/`,
+  uploadSource: (tenantId: string, uploadId: string): string => `${keys.uploadsPrefix(tenantId)}${segment('uploadId', uploadId)}/source.zip`,
 } as const;
 
 /**
@@ -296,11 +392,14 @@ export function withRetries(store: ObjectStore, options: RetryOptions): ObjectSt
     putStream: (key, stream, contentType) => store.putStream(key, stream, contentType),
     putFile: (key, path, contentType) => retry(() => store.putFile(key, path, contentType)),
     getBuffer: (key) => retry(() => store.getBuffer(key)),
-    getStream: (key) => store.getStream(key),
+    getStream: (key, options) => store.getStream(key, options),
     downloadToFile: (key, path) => retry(() => store.downloadToFile(key, path)),
     exists: (key) => retry(() => store.exists(key)),
     delete: (key) => retry(() => store.delete(key)),
     deletePrefix: (prefix) => retry(() => store.deletePrefix(prefix)),
     list: (prefix) => retry(() => store.list(prefix)),
+    head: (key) => retry(() => store.head(key)),
+    copy: (fromKey, toKey, options) => retry(() => store.copy(fromKey, toKey, options)),
+    presignPut: (key, options) => store.presignPut(key, options),
   };
 }

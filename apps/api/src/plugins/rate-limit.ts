@@ -11,7 +11,7 @@ export function bucketsFor(method: string, route: string | undefined, limits: Ra
   const buckets: Bucket[] = [];
   if (limits.default) buckets.push({ name: 'default', limit: limits.default });
   if (method === 'POST' && route === '/v1/models/:id/predict' && limits.predict) buckets.push({ name: 'predict', limit: limits.predict });
-  if (method === 'POST' && route === '/v1/datasets' && limits.upload) buckets.push({ name: 'upload', limit: limits.upload });
+  if (method === 'POST' && (route === '/v1/datasets' || route === '/v1/datasets/uploads') && limits.upload) buckets.push({ name: 'upload', limit: limits.upload });
   return buckets;
 }
 

@@ -55,40 +55,51 @@ export interface StagedArchive {
   filename: string;
   sizeBytes: number;
   sha256: string;
+  /** The archive is already in the object store (a direct upload) as this version of this key:
+   * the dataset's copy is made there, server-side, instead of uploading `zipPath`. */
+  stored?: { key: string; etag: string | undefined } | undefined;
   discard: () => Promise<void>;
 }
 
+/** `what` names the limit: MAX_UPLOAD_BYTES by default, or a direct upload's declared size. */
+export function uploadTooLarge(limit: number, what = 'the upload limit'): DomainError {
+  return new DomainError('upload_too_large', `the archive exceeds ${what} (${limit} bytes)`, 413);
+}
+
+export interface ArchiveSource {
+  stream: Readable;
+  filename: string;
+  /** Whether the multipart size limit cut the stream short. */
+  truncated?: () => boolean;
+  /** Bytes past which the stream is refused (413) as it is read. */
+  maxBytes?: number;
+  stored?: StagedArchive['stored'];
+}
+
 /**
- * Streams the uploaded zip to a temp file (never whole in memory), hashing it on the way.
- * `truncated` reports whether the multipart size limit cut the stream short.
+ * Streams an uploaded zip — a multipart part, or an object a client PUT to S3 — to a temp file
+ * (never whole in memory), hashing it on the way.
  */
-export async function stageArchive(
-  deps: AppDeps,
-  upload: { stream: Readable; truncated: () => boolean; filename: string },
-): Promise<StagedArchive> {
+export async function stageArchive(deps: AppDeps, upload: ArchiveSource): Promise<StagedArchive> {
   const dir = await mkdtemp(join(tmpdir(), 'finetune-upload-'));
   const discard = () => rm(dir, { recursive: true, force: true });
   try {
     const zipPath = join(dir, 'source.zip');
     const hash = createHash('sha256');
+    const { maxBytes } = upload;
     let sizeBytes = 0;
     const hashing = new Transform({
       transform(chunk: Buffer, _encoding, done) {
-        hash.update(chunk);
         sizeBytes += chunk.length;
+        if (maxBytes !== undefined && sizeBytes > maxBytes) return done(uploadTooLarge(maxBytes, 'the size allowed for it'));
+        hash.update(chunk);
         done(null, chunk);
       },
     });
     await pipeline(upload.stream, hashing, createWriteStream(zipPath));
-    if (upload.truncated()) {
-      throw new DomainError(
-        'upload_too_large',
-        `the archive exceeds the upload limit of ${deps.config.limits.uploadBytes} bytes`,
-        413,
-      );
-    }
+    if (upload.truncated?.()) throw uploadTooLarge(deps.config.limits.uploadBytes);
     if (sizeBytes === 0) throw new DomainError('empty_upload', 'the uploaded file is empty', 400);
-    return { zipPath, filename: upload.filename, sizeBytes, sha256: hash.digest('hex'), discard };
+    return { zipPath, filename: upload.filename, sizeBytes, sha256: hash.digest('hex'), stored: upload.stored, discard };
   } catch (error) {
     await discard();
     throw error;
@@ -105,7 +116,8 @@ export async function createDataset(deps: AppDeps, tenantId: string, staged: Sta
 
   const id = randomUUID();
   const storageKey = keys.datasetSource(id);
-  await deps.store.putFile(storageKey, staged.zipPath);
+  if (staged.stored) await deps.store.copy(staged.stored.key, storageKey, { ifMatch: staged.stored.etag });
+  else await deps.store.putFile(storageKey, staged.zipPath);
   const counts: DatasetCounts = {
     train: summary.counts.train,
     val: summary.counts.val,

@@ -5,10 +5,14 @@ import type { Model } from '@finetune/db';
 import { decodeImage, predictImages } from '@finetune/ml';
 import { keys } from '@finetune/storage';
 import type { AppDeps } from '../deps.ts';
+import { MODEL_PAGE_FILES } from '../model-page/index.ts';
 import type { ModelCache } from './model-cache.ts';
 
-/** The files of an exported model, as stored under models/<id>/ and zipped for download. */
+/** The files of an exported model, as stored under models/<id>/. */
 export const MODEL_FILES = ['model.json', 'weights.bin', 'labels.json', 'metadata.json'] as const;
+
+/** What the download zip holds: the model's files, then a page that runs it in a browser. */
+export const DOWNLOAD_FILES: readonly string[] = [...MODEL_FILES, ...Object.keys(MODEL_PAGE_FILES)];
 
 export async function getModel(deps: AppDeps, tenantId: string, id: string): Promise<Model> {
   const model = await deps.models.get(tenantId, id);
@@ -32,7 +36,7 @@ export function presentModel(model: Model) {
     scratchAccuracy: model.scratchAccuracy,
     transferGain: model.transferGain,
     negativeTransfer: model.transferGain === null ? null : model.transferGain < 0,
-    files: MODEL_FILES,
+    files: DOWNLOAD_FILES,
     sizeBytes: Number(model.sizeBytes),
     createdAt: model.createdAt.toISOString(),
   };
@@ -49,7 +53,10 @@ export async function deleteModel(deps: AppDeps, cache: ModelCache, tenantId: st
   await deps.store.deletePrefix(model.storagePrefix);
 }
 
-/** A zip of the model's files, streamed from S3 entry by entry (never whole in memory). */
+/**
+ * A zip of the model's files, streamed from S3 entry by entry (never whole in memory), and of the
+ * page that classifies images with them in a browser (read from disk as the zip is written).
+ */
 export async function downloadModel(deps: AppDeps, tenantId: string, id: string): Promise<Readable> {
   const model = await getModel(deps, tenantId, id);
   const zip = new yazl.ZipFile();
@@ -57,6 +64,7 @@ export async function downloadModel(deps: AppDeps, tenantId: string, id: string)
     const stream = await deps.store.getStream(keys.modelFile(model.id, file));
     zip.addReadStream(stream, file, { compress: file !== 'weights.bin' });
   }
+  for (const [name, path] of Object.entries(MODEL_PAGE_FILES)) zip.addFile(path, name);
   zip.end();
   return zip.outputStream as Readable;
 }

@@ -1,13 +1,26 @@
+import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import type { Dataset, Page } from '../api-types.ts';
 import { contextOf, parseId } from '../context.ts';
-import { UsageError } from '../errors.ts';
+import { CliError, EXIT, NetworkError, UsageError } from '../errors.ts';
+import type { ApiClient } from '../client.ts';
 import { multipartFromFile } from '../multipart.ts';
 import { bytes, note, printFields, printJson, printLine, printTable, when } from '../output.ts';
 import { addPageOptions, fetchPages, type PageOptions } from '../paging.ts';
 import { byteBar, interactive } from '../progress.ts';
+
+/** Above this a zip goes straight to object storage (a presigned PUT) rather than through the API. */
+export const DIRECT_UPLOAD_THRESHOLD = 64 * 1024 * 1024;
+
+interface DirectUpload {
+  uploadId: string;
+  url: string;
+  method: 'PUT';
+  headers: Record<string, string>;
+  expiresAt: string;
+}
 
 export function datasetCommands(program: Command): void {
   const datasets = program.command('datasets').description('upload, list, show and delete datasets (image-folder zips)');
@@ -17,30 +30,38 @@ export function datasetCommands(program: Command): void {
     .description('upload a zip of <class>/<image> (or train/<class>/…, val/<class>/…)')
     .argument('<zip>', 'the dataset zip')
     .option('--name <name>', 'a name for the dataset (default: none)')
-    .action(async (file: string, options: { name?: string }, command: Command) => {
+    .option('--direct', `send the zip straight to object storage through a presigned URL (the default above ${bytes(DIRECT_UPLOAD_THRESHOLD)})`)
+    .option('--no-direct', 'send the zip through the API as multipart, whatever its size')
+    .action(async (file: string, options: { name?: string; direct?: boolean }, command: Command) => {
       const ctx = contextOf(command);
       const size = await fileSize(file);
+      const direct = options.direct ?? size > DIRECT_UPLOAD_THRESHOLD;
       const bar = byteBar('upload', size);
-      if (!interactive() && !ctx.json) note(`uploading ${basename(file)} (${bytes(size)})…`);
+      if (!interactive() && !ctx.json) note(`uploading ${basename(file)} (${bytes(size)})${direct ? ' to object storage' : ''}…`);
       let finished = false;
-      const body = multipartFromFile(
-        options.name === undefined ? {} : { name: options.name },
-        { name: 'file', path: file, size, contentType: 'application/zip' },
-        (sent) => {
-          bar.update(sent);
-          if (sent >= size && !finished) {
-            finished = true;
-            bar.stop();
-            if (!ctx.json) note('uploaded; the server is checking every entry of the zip…');
-          }
-        },
-      );
+      const progress = (sent: number) => {
+        bar.update(sent);
+        if (sent >= size && !finished) {
+          finished = true;
+          bar.stop();
+          if (!ctx.json) note('uploaded; the server is checking every entry of the zip…');
+        }
+      };
       let dataset: Dataset;
       try {
-        dataset = await ctx.client.json<Dataset>('POST', '/v1/datasets', {
-          body: body.body,
-          headers: { 'content-type': body.contentType, 'content-length': String(body.length) },
-        });
+        if (direct) {
+          dataset = await uploadDirect(ctx.client, file, size, options.name, progress);
+        } else {
+          const body = multipartFromFile(
+            options.name === undefined ? {} : { name: options.name },
+            { name: 'file', path: file, size, contentType: 'application/zip' },
+            progress,
+          );
+          dataset = await ctx.client.json<Dataset>('POST', '/v1/datasets', {
+            body: body.body,
+            headers: { 'content-type': body.contentType, 'content-length': String(body.length) },
+          });
+        }
       } finally {
         if (!finished) bar.stop();
       }
@@ -78,6 +99,43 @@ export function datasetCommands(program: Command): void {
       if (ctx.json) return printJson({ id, deleted: true });
       printLine(`deleted dataset ${id}`);
     });
+}
+
+/**
+ * Create an upload, PUT the file to its presigned URL (object storage, not the API: no API key
+ * goes there), then complete it: the API inspects the zip and answers the dataset.
+ */
+async function uploadDirect(client: ApiClient, file: string, size: number, name: string | undefined, onProgress: (sent: number) => void): Promise<Dataset> {
+  const upload = await client.json<DirectUpload>('POST', '/v1/datasets/uploads', {
+    json: { filename: basename(file), size, ...(name === undefined ? {} : { name }) },
+  });
+  async function* body(): AsyncGenerator<Uint8Array> {
+    let sent = 0;
+    for await (const chunk of createReadStream(file, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>) {
+      yield chunk;
+      sent += chunk.length;
+      onProgress(sent);
+    }
+  }
+  // The signed headers carry the exact Content-Length, so the body streams with it (no chunking).
+  const init: RequestInit & { duplex: 'half' } = { method: upload.method, headers: upload.headers, body: body() as unknown as RequestInit['body'], duplex: 'half' };
+  let response: Response;
+  try {
+    response = await fetch(upload.url, init);
+  } catch (error) {
+    throw new NetworkError(new URL(upload.url).origin, error);
+  }
+  if (!response.ok) {
+    // S3 answers XML: <Error><Code>…</Code><Message>…</Message></Error>.
+    const text = await response.text().catch(() => '');
+    const field = (tag: string) => new RegExp(`<${tag}>([^<]*)</${tag}>`).exec(text)?.[1];
+    throw new CliError(
+      `object storage refused the upload (${response.status}${field('Code') ? ` ${field('Code')}` : ''}): ${field('Message') ?? (text.trim().slice(0, 200) || response.statusText)}`,
+      response.status >= 500 ? EXIT.server : EXIT.clientError,
+    );
+  }
+  await response.body?.cancel();
+  return client.json<Dataset>('POST', `/v1/datasets/uploads/${upload.uploadId}/complete`);
 }
 
 async function fileSize(path: string): Promise<number> {

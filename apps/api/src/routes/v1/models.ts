@@ -40,7 +40,7 @@ const getRoute = byId('Get a model', { 200: Model }, 'Labels, input shape and sc
 const deleteRoute = byId('Delete a model', { 204: NoContent }, 'Its files go too; the job that trained it remains, without a model.');
 const downloadRoute = byId(
   'Download a model',
-  { 200: Binary('application/zip: model.json, weights.bin, labels.json, metadata.json (a TensorFlow.js layers model)') },
+  { 200: Binary('application/zip: model.json, weights.bin, labels.json, metadata.json (a TensorFlow.js layers model), and index.html, app.js, style.css, tf.min.js: a page that runs it in a browser') },
 );
 const predictRoute = {
   ...byId('Predict', { 200: Type.Object({ modelId: Uuid(), predictions: Type.Array(Prediction) }) }, 'One image as multipart field `file`, or up to 32 as base64 JSON.'),
