@@ -139,6 +139,7 @@ describe('real responses match their schemas', () => {
     expect(dataset.body.counts.train).toEqual(JSON.parse('{"a": 1, "b": 1, "__proto__": 1}'));
     conforms('GET', '/v1/datasets', await http.get('/v1/datasets'));
     conforms('GET', '/v1/datasets/:id', await http.get(`/v1/datasets/${dataset.body.id}`));
+    conforms('GET', '/v1/datasets/:id/report', await http.get(`/v1/datasets/${dataset.body.id}/report`));
     const direct = conforms('POST', '/v1/datasets/uploads', await http.post('/v1/datasets/uploads').send({ filename: 'direct.zip', size: zip.length }));
     expect((await fetch(direct.body.url, { method: 'PUT', headers: direct.body.headers, body: new Uint8Array(zip) })).status).toBe(200);
     expect(conforms('POST', '/v1/datasets/uploads/:uploadId/complete', await http.post(`/v1/datasets/uploads/${direct.body.uploadId}/complete`)).status).toBe(201);

@@ -46,6 +46,12 @@ export const Dataset = Type.Object({
   }),
   sizeBytes: Type.Integer(),
   sha256: Type.String(),
+  report: Nullable(
+    Type.Object(
+      { blocking: Type.Integer(), warnings: Type.Integer() },
+      { description: 'how many data-check findings of each severity (GET /v1/datasets/:id/report); null if never checked' },
+    ),
+  ),
   createdAt: DateTime(),
 });
 
@@ -253,4 +259,20 @@ export const PresignedUpload = Type.Object({
     description: 'headers to send with the PUT as they are (they are part of the signature; content-length binds the declared size)',
   }),
   expiresAt: DateTime(),
+});
+
+/** GET /v1/datasets/:id/report: the data checks run when the dataset was uploaded. */
+export const DatasetReport = Type.Object({
+  datasetId: Uuid(),
+  summary: Type.Object({ blocking: Type.Integer(), warnings: Type.Integer(), info: Type.Integer() }),
+  findings: Type.Array(
+    Type.Object({
+      check: Type.String({ description: 'e.g. duplicate_across_classes, train_val_leakage, class_imbalance' }),
+      severity: Type.Union([Type.Literal('info'), Type.Literal('warning'), Type.Literal('blocking')]),
+      message: Type.String(),
+      files: Type.Array(Type.String(), { description: 'archive paths concerned, at most 20' }),
+      fileCount: Type.Integer({ description: 'how many files are concerned in all' }),
+    }),
+    { description: 'blocking first, then warnings, then info' },
+  ),
 });

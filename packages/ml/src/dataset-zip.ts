@@ -14,6 +14,7 @@ import type { Entry, ZipFile } from 'yauzl';
 import type { Readable } from 'node:stream';
 import { DatasetError } from '@finetune/core';
 import { decodeImage, isImagePath } from './images.ts';
+import { imageFacts, type ImageFacts } from './data-checks.ts';
 
 export interface ZipLimits {
   /** Max central-directory records (files + folders). */
@@ -48,6 +49,8 @@ export interface DatasetSummary {
   index: DatasetIndex;
   counts: { train: Record<string, number>; val: Record<string, number> };
   skipped: { path: string; reason: string }[];
+  /** Per decoded image (by path): content hashes, size, colour — the input of runDataChecks. */
+  facts: Map<string, ImageFacts>;
 }
 
 const SPLIT_DIRS = new Map<string, DatasetSplit | 'test'>([
@@ -355,6 +358,7 @@ export async function inspectDatasetZip(
   const byPath = new Map(index.entries.map((e) => [e.path, e]));
   const ok = new Set<string>();
   const skipped: { path: string; reason: string }[] = [];
+  const facts = new Map<string, ImageFacts>();
 
   // sharp decodes on libuv's thread pool: keep a few decodes in flight while the next entries
   // are inflated, instead of strictly alternating read → decode.
@@ -365,8 +369,15 @@ export async function inspectDatasetZip(
     new Set(byPath.keys()),
     limits,
     async (path, data) => {
+      // The facts come from the bytes already in hand: the data checks need no second pass.
+      // Only for images that decoded (sharp has seen their format vetted); a failure there
+      // leaves the image in the dataset, merely unchecked.
       const p: Promise<void> = decodeImage(data, imageSize, { maxPixels: limits.maxPixels }).then(
-        () => void ok.add(path),
+        async () => {
+          ok.add(path);
+          const f = await imageFacts(data, limits.maxPixels).catch(() => null);
+          if (f) facts.set(path, f);
+        },
         (error: Error) => void skipped.push({ path, reason: decodeFailureReason(error) }),
       );
       const tracked = p.finally(() => inFlight.delete(tracked));
@@ -398,7 +409,7 @@ export async function inspectDatasetZip(
     throw new DatasetError('too_few_classes', `Only ${index.classes.length} class(es) have decodable images; at least 2 are needed`);
   }
   skipped.sort((a, b) => byCodePoint(a.path, b.path));
-  return { index: { ...index, entries }, counts, skipped };
+  return { index: { ...index, entries }, counts, skipped, facts };
 }
 
 function decodeFailureReason(error: Error): string {

@@ -11,6 +11,15 @@ export {
   type DatasetSplit,
   type DatasetSummary,
 } from './dataset-zip.ts';
+export {
+  runDataChecks,
+  imageFacts,
+  type DataReport,
+  type Finding,
+  type Severity,
+  type ImageFacts,
+  type DataCheckInput,
+} from './data-checks.ts';
 export { computeEmbeddings } from './embed.ts';
 export {
   forwardImages,

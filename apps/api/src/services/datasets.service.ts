@@ -7,7 +7,7 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { datasetZipLimits, DomainError, NotFoundError } from '@finetune/core';
 import type { Dataset } from '@finetune/db';
-import { inspectDatasetZip } from '@finetune/ml';
+import { inspectDatasetZip, runDataChecks, type DataReport } from '@finetune/ml';
 import { keys } from '@finetune/storage';
 import type { AppDeps } from '../deps.ts';
 
@@ -113,6 +113,14 @@ export async function stageArchive(deps: AppDeps, upload: ArchiveSource): Promis
 export async function createDataset(deps: AppDeps, tenantId: string, staged: StagedArchive, name: string | undefined): Promise<Dataset> {
   const { limits } = deps.config;
   const summary = await inspectDatasetZip(staged.zipPath, { ...datasetZipLimits(limits), maxPixels: limits.imagePixels });
+  const report = runDataChecks({
+    layout: summary.index.layout,
+    classes: summary.index.classes,
+    entries: summary.index.entries,
+    facts: summary.facts,
+    skipped: summary.skipped,
+    ignored: summary.index.ignored,
+  });
 
   const id = randomUUID();
   const storageKey = keys.datasetSource(id);
@@ -137,6 +145,8 @@ export async function createDataset(deps: AppDeps, tenantId: string, staged: Sta
       layout: summary.index.layout,
       classes: summary.index.classes,
       counts: counts as object,
+      // Findings name files and checks, never keys taken from the archive: plain JSON is safe.
+      report: report as object,
     }, deps.config.quotas);
   } catch (error) {
     await deps.store.delete(storageKey);
@@ -171,8 +181,18 @@ export async function deleteDataset(deps: AppDeps, tenantId: string, id: string)
   await deps.datasets.finishDelete(tenantId, id);
 }
 
+/** The data checks of a dataset (tenant-scoped like getDataset). Datasets uploaded before the
+ * checks existed have none: 404 report_unavailable. */
+export async function getDatasetReport(deps: AppDeps, tenantId: string, id: string) {
+  const dataset = await getDataset(deps, tenantId, id);
+  const report = dataset.report as unknown as DataReport | null;
+  if (!report) throw new DomainError('report_unavailable', `dataset ${id} was uploaded before data checks existed; upload it again to check it`, 404);
+  return { datasetId: dataset.id, summary: report.summary, findings: report.findings };
+}
+
 export function presentDataset(dataset: Dataset) {
   const counts = dataset.counts as unknown as DatasetCounts;
+  const report = dataset.report as unknown as DataReport | null;
   const total = (split: Record<string, number>) => Object.values(split).reduce((a, b) => a + b, 0);
   return {
     id: dataset.id,
@@ -183,6 +203,7 @@ export function presentDataset(dataset: Dataset) {
     counts: { ...counts, images: total(counts.train) + total(counts.val) },
     sizeBytes: Number(dataset.sizeBytes),
     sha256: dataset.sha256,
+    report: report ? { blocking: report.summary.blocking, warnings: report.summary.warnings } : null,
     createdAt: dataset.createdAt.toISOString(),
   };
 }

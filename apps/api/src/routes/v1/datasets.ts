@@ -7,7 +7,7 @@ import { callerOf } from '../../plugins/auth.ts';
 import { multipartParts } from '../../plugins/multipart.ts';
 import Type from 'typebox';
 import { bearer, documentBody } from '../../plugins/openapi.ts';
-import { Dataset, errorResponses, NoContent, Pages } from '../../response-schemas.ts';
+import { Dataset, DatasetReport, errorResponses, NoContent, Pages } from '../../response-schemas.ts';
 import { CreatedAfter, IdParams, ListQuery } from '../../schemas.ts';
 
 const tags = ['datasets'];
@@ -44,6 +44,20 @@ const listRoute = {
 
 const getRoute = { schema: { summary: 'Get a dataset', tags, security: bearer, params: IdParams, response: { 200: Dataset, ...errorResponses } } };
 
+const reportRoute = {
+  schema: {
+    summary: 'Get the data checks of a dataset',
+    description:
+      'Findings computed at upload: identical images under two classes or in both train/ and val/ (blocking), ' +
+      'near-duplicates across classes, class imbalance, classes too small to validate, skipped files, image size, ' +
+      'aspect-ratio and greyscale/colour spread. 404 report_unavailable for a dataset uploaded before the checks existed.',
+    tags,
+    security: bearer,
+    params: IdParams,
+    response: { 200: DatasetReport, ...errorResponses },
+  },
+};
+
 const deleteRoute = {
   schema: {
     summary: 'Delete a dataset',
@@ -59,6 +73,7 @@ import {
   createDataset,
   deleteDataset,
   getDataset,
+  getDatasetReport,
   presentDataset,
   stageArchive,
   type StagedArchive,
@@ -113,6 +128,10 @@ export async function datasetRoutes(fastify: FastifyInstance, { deps }: { deps: 
 
   app.get('/v1/datasets/:id', getRoute, async (request) =>
     presentDataset(await getDataset(deps, callerOf(request).tenantId, request.params.id)),
+  );
+
+  app.get('/v1/datasets/:id/report', reportRoute, async (request) =>
+    getDatasetReport(deps, callerOf(request).tenantId, request.params.id),
   );
 
   app.delete('/v1/datasets/:id', deleteRoute, async (request, reply) => {

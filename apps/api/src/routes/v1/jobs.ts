@@ -80,8 +80,10 @@ export async function jobRoutes(fastify: FastifyInstance, { deps }: { deps: AppD
 
   app.get('/v1/jobs/:id', getRoute, async (request) => {
     const { tenantId } = callerOf(request);
-    const job = await getJob(deps, tenantId, request.params.id);
-    return presentJob(job, await deps.jobs.metrics(job.id, tenantId));
+    // Both reads are scoped by tenant, so they can run at once: another tenant's job is a 404
+    // from getJob and no metric rows.
+    const [job, metrics] = await Promise.all([getJob(deps, tenantId, request.params.id), deps.jobs.metrics(request.params.id, tenantId)]);
+    return presentJob(job, metrics);
   });
 
   app.get('/v1/jobs/:id/metrics', metricsRoute, async (request) => {
