@@ -62,6 +62,37 @@ describe('GET /v1/datasets/:id/report', () => {
     expect((await t.http.get(`/v1/datasets/${created.body.id}`).expect(200)).body.report.blocking).toBe(2);
   });
 
+  it('warns in a job on such a dataset, and refuses it with strictDataChecks', async () => {
+    const [fours, nines] = [await digits(4, 3), await digits(9, 3)];
+    const files = { 'four/0.png': fours[0]!, 'four/1.png': fours[1]!, 'four/2.png': fours[2]!, 'nine/0.png': nines[0]!, 'nine/1.png': nines[1]!, 'nine/copy.png': fours[0]! };
+    const dataset = (await t.http.post('/v1/datasets').attach('file', zipOf(files), 'noisy.zip').expect(201)).body.id;
+    const spec = { datasetId: dataset, baseModel: 'small_cnn', strategy: 'scratch', hyperparameters: { epochs: 1 } };
+
+    const jobsBefore = await t.deps.db.job.count();
+    const refused = await t.http.post('/v1/jobs').send({ ...spec, strictDataChecks: true });
+    expect(refused.status).toBe(422);
+    expect(refused.body).toMatchObject({ code: 'data_checks_failed', findings: [{ check: 'duplicate_across_classes', severity: 'blocking', fileCount: 2 }] });
+    expect(refused.body.detail).toContain(`/v1/datasets/${dataset}/report`);
+    expect(await t.deps.db.job.count()).toBe(jobsBefore);
+
+    const warned = await t.http.post('/v1/jobs').send(spec).expect(202);
+    expect(warned.body.warnings).toEqual([expect.objectContaining({ check: 'duplicate_across_classes', severity: 'blocking', fileCount: 2 })]);
+    expect(warned.body.warnings[0].message).toContain('nine/copy.png');
+    expect((await t.http.get(`/v1/jobs/${warned.body.id}`).expect(200)).body.warnings).toEqual(warned.body.warnings);
+    await t.http.post(`/v1/jobs/${warned.body.id}/cancel`).expect(202);
+  });
+
+  it('a job on a clean dataset has no warnings', async () => {
+    const files: Record<string, Uint8Array> = {};
+    for (const [i, png] of (await digits(2, 3)).entries()) files[`two/${i}.png`] = png;
+    for (const [i, png] of (await digits(6, 3)).entries()) files[`six/${i}.png`] = png;
+    const dataset = (await t.http.post('/v1/datasets').attach('file', zipOf(files), 'clean.zip').expect(201)).body.id;
+    const job = await t.http.post('/v1/jobs').send({ datasetId: dataset, baseModel: 'small_cnn', strategy: 'scratch', strictDataChecks: true, hyperparameters: { epochs: 1 } }).expect(202);
+    expect(job.body.warnings).toEqual([]);
+    expect(job.body.spec.strictDataChecks).toBe(true);
+    await t.http.post(`/v1/jobs/${job.body.id}/cancel`).expect(202);
+  });
+
   it('finds nothing blocking in a clean archive', async () => {
     const files: Record<string, Uint8Array> = {};
     for (const [i, png] of (await digits(1, 5)).entries()) files[`one/${i}.png`] = png;

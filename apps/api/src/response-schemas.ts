@@ -89,6 +89,10 @@ export const Job = Type.Object({
   backend: Nullable(Type.String()),
   modelId: Nullable(Uuid()),
   skippedImages: Type.Integer(),
+  warnings: Type.Array(
+    Type.Object({ check: Type.String(), severity: Type.String(), message: Type.String(), fileCount: Type.Integer() }),
+    { description: "the dataset's blocking data-check findings when the job was created (strictDataChecks refuses instead)" },
+  ),
   microBatchSize: Nullable(
     Type.Integer({ description: 'images per forward + backward pass, chosen to fit the backend memory; gradients of a batch are summed over them' }),
   ),

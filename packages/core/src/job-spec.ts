@@ -134,6 +134,8 @@ export const JobSpecSchema = Type.Object(
     /** Wall-clock training budget (SageMaker's MaxRuntimeInSeconds): training stops at a batch
      * boundary once it is spent and the job keeps the best model so far. Capped by the server. */
     maxRuntimeSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 30 * 24 * 3600 })),
+    /** Refuse (422) a dataset with blocking data-check findings instead of warning in the job. */
+    strictDataChecks: Type.Optional(Type.Boolean({ default: false })),
   },
   { additionalProperties: false },
 );
@@ -201,6 +203,7 @@ export interface JobSpecDraft {
   hyperparameters?: HyperparametersInput;
   compareWithScratch?: boolean;
   maxRuntimeSeconds?: number;
+  strictDataChecks?: boolean;
 }
 
 /** What the worker runs: every default filled in. */
@@ -212,6 +215,7 @@ export interface JobSpec {
   compareWithScratch: boolean;
   /** Null: the server's default (MAX_JOB_RUNTIME_SECONDS) applies; the API fills it in. */
   maxRuntimeSeconds: number | null;
+  strictDataChecks: boolean;
 }
 
 export const DEFAULT_HYPERPARAMETERS: Hyperparameters = {
@@ -264,6 +268,7 @@ export function withDefaults(input: JobSpecDraft): JobSpec {
     hyperparameters,
     compareWithScratch: input.compareWithScratch ?? false,
     maxRuntimeSeconds: input.maxRuntimeSeconds ?? null,
+    strictDataChecks: input.strictDataChecks ?? false,
   };
 }
 

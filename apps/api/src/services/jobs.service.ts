@@ -13,7 +13,8 @@ import {
   type JobSpecInput,
   type Strategy,
 } from '@finetune/core';
-import type { Checkpoint, EpochMetric, Job, JobWithModel } from '@finetune/db';
+import type { Checkpoint, Dataset, EpochMetric, Job, JobWithModel } from '@finetune/db';
+import type { DataReport } from '@finetune/ml';
 import { keys } from '@finetune/storage';
 import type { AppDeps } from '../deps.ts';
 
@@ -24,7 +25,7 @@ const NEEDS_PRETRAINED = new Set<Strategy>(['feature_extraction', 'fine_tune', '
  * Checks what the schema cannot: cross-field rules (400), and rules that depend on stored
  * state — the base model, the dataset's classes and validation data (422).
  */
-async function checkSpec(deps: AppDeps, tenantId: string, spec: JobSpec): Promise<void> {
+async function checkSpec(deps: AppDeps, tenantId: string, spec: JobSpec): Promise<Dataset> {
   const problems = specProblems(spec);
   if (problems.length > 0) throw new DomainError('invalid_spec', problems.join('; '), 400);
 
@@ -55,6 +56,33 @@ async function checkSpec(deps: AppDeps, tenantId: string, spec: JobSpec): Promis
   if (earlyStopping?.monitor.startsWith('val_') && dataset.layout !== 'split' && validationSplit === 0) {
     throw new DomainError('no_validation_data', `earlyStopping.monitor ${earlyStopping.monitor} needs validation data`, 422);
   }
+  return dataset;
+}
+
+/**
+ * The dataset's blocking data-check findings (label noise, leakage): warnings on the job, or —
+ * with `strictDataChecks` — a 422 before anything is created.
+ */
+function dataWarnings(dataset: Dataset, spec: JobSpec): JobWarning[] {
+  const report = dataset.report as unknown as DataReport | null;
+  const blocking = (report?.findings ?? []).filter((f) => f.severity === 'blocking');
+  const warnings = blocking.map(({ check, severity, message, fileCount }) => ({ check, severity, message, fileCount }));
+  if (spec.strictDataChecks && warnings.length > 0) {
+    throw new DomainError(
+      'data_checks_failed',
+      `dataset ${dataset.id} has blocking data-check findings (${warnings.map((w) => w.check).join(', ')}); see GET /v1/datasets/${dataset.id}/report, or set strictDataChecks: false`,
+      422,
+      { findings: warnings },
+    );
+  }
+  return warnings;
+}
+
+export interface JobWarning {
+  check: string;
+  severity: string;
+  message: string;
+  fileCount: number;
 }
 
 export interface CreatedJob {
@@ -92,7 +120,7 @@ export async function createJob(deps: AppDeps, tenantId: string, input: JobSpecI
     const earlier = await deps.jobs.findByIdempotencyKey(tenantId, idempotencyKey);
     if (earlier) return replay(earlier, spec);
   }
-  await checkSpec(deps, tenantId, spec);
+  const warnings = dataWarnings(await checkSpec(deps, tenantId, spec), spec);
 
   const { job, created } = await deps.jobs.create({
     id: randomUUID(),
@@ -103,6 +131,7 @@ export async function createJob(deps: AppDeps, tenantId: string, input: JobSpecI
     spec: spec as object,
     epochs: totalEpochs(spec),
     idempotencyKey: idempotencyKey ?? null,
+    warnings: warnings as object[],
   }, deps.config.quotas);
   // A concurrent request with the same key inserted first.
   if (!created) return replay(job, spec);
@@ -189,6 +218,8 @@ export function presentJob(job: JobWithModel, metrics: EpochMetric[]) {
     modelId: job.model?.id ?? null,
     skippedImages: job.skippedImages,
     microBatchSize: job.microBatchSize,
+    // Blocking data-check findings of the dataset when the job was created.
+    warnings: (job.warnings as JobWarning[] | null) ?? [],
     // The latest run's phases, plus how long the job waited for its first run.
     timings: job.timings === null ? null : { queueWaitMs: job.startedAt ? job.startedAt.getTime() - job.createdAt.getTime() : null, ...(job.timings as object) },
     runtime: job.runtime,
