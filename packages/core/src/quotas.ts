@@ -76,16 +76,17 @@ export function checkJobQuotas(usage: TenantUsage, limits: QuotaLimits): void {
 /** Storing `adding` more bytes (an upload) must stay within the storage quota. */
 export function checkStorageQuota(usage: TenantUsage, limits: QuotaLimits, adding: number): void {
   const { storedBytes } = limits;
+  if (storedBytes === null) return;
+  const used = usage.storedBytes.total;
   // Adding 0 asks "is there any room left?" (before an upload's size is known).
-  const over = adding > 0 ? usage.storedBytes.total + adding > storedBytes! : usage.storedBytes.total >= storedBytes!;
-  if (storedBytes !== null && over) {
-    throw new QuotaExceededError(
-      'stored_bytes',
-      usage.storedBytes.total,
-      storedBytes,
-      adding > 0
-        ? `storing ${adding} more bytes would exceed the storage quota: ${usage.storedBytes.total} of ${storedBytes} bytes are used; delete datasets or jobs first`
-        : `${usage.storedBytes.total} of ${storedBytes} bytes of storage are used; delete datasets or jobs first`,
-    );
-  }
+  const over = adding > 0 ? used + adding > storedBytes : used >= storedBytes;
+  if (!over) return;
+  throw new QuotaExceededError(
+    'stored_bytes',
+    used,
+    storedBytes,
+    adding > 0
+      ? `storing ${adding} more bytes would exceed the storage quota: ${used} of ${storedBytes} bytes are used; delete datasets or jobs first`
+      : `${used} of ${storedBytes} bytes of storage are used; delete datasets or jobs first`,
+  );
 }

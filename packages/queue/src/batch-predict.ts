@@ -1,6 +1,6 @@
 import { Queue, QueueEvents, Worker, type Job, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { createWorkerConnection, type DeliverySettings, type QueueSettings } from './index.ts';
+import { createWorkerConnection, untilConnected, type DeliverySettings, type QueueSettings } from './index.ts';
 
 // Batch prediction has a queue of its own: a long training run never holds up a batch (and the
 // other way round), and each gets its own concurrency. Postgres keeps the state users read.
@@ -27,19 +27,8 @@ export class BatchPredictQueue {
   }
 
   /** Fails within a few seconds while Redis is away (BullMQ itself would wait indefinitely). */
-  private async connected(timeoutMs = 3_000): Promise<void> {
-    if (this.connection.status === 'ready') return;
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.connection.off('ready', onReady);
-        reject(new Error(`Redis is not reachable (connection ${this.connection.status})`));
-      }, timeoutMs);
-      const onReady = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      this.connection.once('ready', onReady);
-    });
+  private connected(): Promise<void> {
+    return untilConnected(this.connection);
   }
 
   async enqueue(batchPredictionId: string): Promise<void> {

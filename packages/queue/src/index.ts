@@ -26,6 +26,25 @@ export function createProducerConnection(redisUrl: string): Redis {
 }
 
 /** Worker-side connection: BullMQ requires maxRetriesPerRequest null for blocking commands. */
+/**
+ * BullMQ waits for its connection indefinitely; a request must not. Gives a (re)connecting Redis
+ * a moment, then fails so the caller can answer 503.
+ */
+export async function untilConnected(connection: Redis, timeoutMs = 3_000): Promise<void> {
+  if (connection.status === 'ready') return;
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      connection.off('ready', onReady);
+      reject(new Error(`Redis is not reachable (connection ${connection.status})`));
+    }, timeoutMs);
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    connection.once('ready', onReady);
+  });
+}
+
 export function createWorkerConnection(redisUrl: string): Redis {
   return new Redis(redisUrl, { maxRetriesPerRequest: null });
 }
@@ -62,23 +81,8 @@ export class TrainingQueue {
   /** The most recent connection error: readiness reports it. */
   lastError: Error | undefined;
 
-  /**
-   * BullMQ waits for its connection indefinitely; a request must not. Give a (re)connecting
-   * Redis a moment, then fail so the caller can answer 503.
-   */
-  private async connected(timeoutMs = 3_000): Promise<void> {
-    if (this.connection.status === 'ready') return;
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.connection.off('ready', onReady);
-        reject(new Error(`Redis is not reachable (connection ${this.connection.status})`));
-      }, timeoutMs);
-      const onReady = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      this.connection.once('ready', onReady);
-    });
+  private connected(): Promise<void> {
+    return untilConnected(this.connection);
   }
 
   /** The BullMQ job id is the Postgres job id: enqueueing twice delivers once. */
