@@ -1,6 +1,13 @@
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
+  // Workspace packages resolve to their TypeScript sources (the `development` export condition),
+  // whatever NODE_ENV says: Vitest's default is `node` plus `development` or, under
+  // NODE_ENV=production, `production` (a stale or missing dist/). `ssr` is where test files run
+  // (Vitest also passes these to its worker processes as `--conditions`, so `module`, which picks
+  // bundler-only builds Node cannot load, stays out); `__vitest__` is where globalSetup runs.
+  ssr: { resolve: { conditions: ['node', 'development'] } },
+  environments: { __vitest__: { resolve: { conditions: ['node', 'development'] } } },
   test: {
     include: ['packages/*/test/**/*.test.ts', 'apps/*/test/**/*.test.ts', 'test/**/*.test.ts'],
     globalSetup: ['test/global-setup.ts'],

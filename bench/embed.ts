@@ -1,5 +1,5 @@
 // Measures base-model load time and embedding throughput on the chosen backend.
-//   node --import tsx bench/embed.ts [mobilenet_v2|inception_v3|small_cnn] [batch] [n] [backend]
+//   node --conditions=development --import tsx bench/embed.ts [mobilenet_v2|inception_v3|small_cnn] [batch] [n] [backend]
 import { initBackend, loadBaseModel, computeEmbeddings } from '../packages/ml/src/index.ts';
 
 const [id = 'mobilenet_v2', batch = '16', count = '64', backend = 'wasm'] = process.argv.slice(2);

@@ -1,7 +1,7 @@
 // Embedding throughput through the inference runner, ONNX Runtime against tfjs, in one process
 // on the same images: warm-up, then `reps` timed passes per engine, interleaved so that both
 // see the same machine state. Prints median / min / max images per second.
-//   node --import tsx bench/embedding-engines.ts [mobilenet_v2|inception_v3|small_cnn] [batch] [n] [reps] [backend]
+//   node --conditions=development --import tsx bench/embedding-engines.ts [mobilenet_v2|inception_v3|small_cnn] [batch] [n] [reps] [backend]
 import { forwardImages, initBackend, loadBaseModel, type EngineChoice } from '../packages/ml/src/index.ts';
 
 const [id = 'mobilenet_v2', batch = '16', count = '64', repsArg = '5', backend = 'wasm'] = process.argv.slice(2);

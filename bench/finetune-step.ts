@@ -3,7 +3,7 @@
 // PyTorch CPU (bench/finetune_step.py) side by side. Every measurement runs in its own process
 // (wasm is single-threaded under Node, and a wasm error leaves a process broken).
 //
-//   node --import tsx bench/finetune-step.ts [--batch 8] [--tops 10,20,all] [--steps 3]
+//   node --conditions=development --import tsx bench/finetune-step.ts [--batch 8] [--tops 10,20,all] [--steps 3]
 //        [--cpu-tops 10|none] [--cpu-timeout 300] [--no-torch] [--profile]
 //
 // BatchNorm runs in inference mode (moving statistics) on both sides, the usual choice when
@@ -116,7 +116,7 @@ function runProcess(cmd: string, args: string[], timeoutMs: number): Promise<{ o
 }
 
 async function tfStep(backend: string, top: string, batch: number, steps: number, timeoutMs: number): Promise<StepResult | 'timeout' | 'failed'> {
-  const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', '--backend', backend, '--top', top, '--batch', String(batch), '--steps', String(steps)];
+  const args = ['--conditions=development', '--import', 'tsx', fileURLToPath(import.meta.url), '--child', '--backend', backend, '--top', top, '--batch', String(batch), '--steps', String(steps)];
   if (has('profile')) args.push('--profile');
   const r = await runProcess(process.execPath, args, timeoutMs);
   if (r.timedOut) return 'timeout';

@@ -1,4 +1,5 @@
-// `npm start`: the whole service on one machine, no Docker needed.
+// `npm start`: the whole service on one machine, no Docker needed. `npm run start:prod` (this
+// script with `--compiled`) does the same with the output of `npm run build`.
 //
 //  - DATABASE_URL unset → an embedded PostgreSQL on 127.0.0.1:54329 (EMBEDDED_POSTGRES_PORT),
 //    database `finetune`, initialised once in <DATA_DIR>/postgres and reused (as root, possibly
@@ -14,6 +15,7 @@
 //    command that uses it on the first start, read back afterwards.
 //  - Any start-up failure prints one `[start] …` line saying what failed and what to do, exit 1.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -28,6 +30,15 @@ import { startEmbeddedPostgres } from './launcher/postgres.ts';
 import { Supervisor } from './launcher/supervisor.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
+/** `--compiled` (`npm run start:prod`): the API and the worker run the JavaScript `npm run build`
+ * wrote, with plain node; otherwise their TypeScript sources through tsx, needing no build. */
+const COMPILED = process.argv.slice(2).includes('--compiled');
+const ENTRY_POINTS = COMPILED
+  ? { api: 'apps/api/dist/server.js', worker: 'apps/worker/dist/main.js' }
+  : { api: 'apps/api/src/server.ts', worker: 'apps/worker/src/main.ts' };
+/** Node arguments before the entry point: tsx, and the workspace packages' sources (the
+ * `development` export condition) rather than their builds. */
+const NODE_ARGS = COMPILED ? [] : ['--conditions=development', '--import', 'tsx'];
 const log = (message: string) => console.log(`[start] ${message}`);
 const fail = (message: string) => console.error(`[start] ${message}`);
 
@@ -66,6 +77,9 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 // ---- start-up ---------------------------------------------------------------------------------
 async function main(): Promise<void> {
   const config = readConfig();
+  for (const entry of COMPILED ? Object.values(ENTRY_POINTS) : []) {
+    if (!existsSync(join(root, entry))) throw new StartupError(`${entry} not found: run \`npm run build\` first`);
+  }
   // Read by this launcher only (the embedded servers' ports), so checked here.
   const embeddedPostgresPort = portVariable('EMBEDDED_POSTGRES_PORT', 54329);
   const s3Port = portVariable('S3_PORT', 9000);
@@ -122,10 +136,7 @@ async function main(): Promise<void> {
   );
 
   if (exiting) return; // a signal arrived during start-up
-  for (const [name, entry] of [
-    ['api', 'apps/api/src/server.ts'],
-    ['worker', 'apps/worker/src/main.ts'],
-  ] as const) {
+  for (const [name, entry] of Object.entries(ENTRY_POINTS)) {
     const child = new Supervisor({ name, log, spawn: () => spawnChild(name, entry) });
     children.push(child);
     child.start();
@@ -215,7 +226,7 @@ async function startS3(dataDir: string, port: number): Promise<void> {
 }
 
 function spawnChild(name: string, entry: string) {
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+  const child = spawn(process.execPath, [...NODE_ARGS, entry], {
     cwd: root,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],

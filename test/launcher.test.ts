@@ -27,7 +27,7 @@ class Launcher {
   private waiters: Array<() => void> = [];
 
   constructor(env: NodeJS.ProcessEnv, options: { cwd?: string; nodeArgs?: string[] } = {}) {
-    this.child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', 'scripts/start.ts'], {
+    this.child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--conditions=development', '--import', 'tsx', 'scripts/start.ts'], {
       cwd: options.cwd ?? repo,
       env,
       detached: true,

@@ -3,6 +3,11 @@
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
+  // Workspace packages resolve to their TypeScript sources (the `development` export condition),
+  // whatever NODE_ENV says: Vitest's default is `node` plus `development` or, under
+  // NODE_ENV=production, `production`. Vitest also passes these to its worker processes as
+  // `--conditions`; `module` must stay out (it picks bundler-only builds Node cannot load).
+  ssr: { resolve: { conditions: ['node', 'development'] } },
   test: {
     root: import.meta.dirname,
     include: ['test/**/*.test.ts'],

@@ -59,7 +59,7 @@ function spawnGroup(command: string, args: string[], env: NodeJS.ProcessEnv): Sp
 
 /** A worker process (`apps/worker/src/main.ts`) with the given environment overrides. */
 export function spawnWorker(env: Record<string, string>): SpawnedProcess {
-  return spawnGroup(process.execPath, ['--import', 'tsx', 'apps/worker/src/main.ts'], { ...process.env, LOG_LEVEL: 'info', ...env });
+  return spawnGroup(process.execPath, ['--conditions=development', '--import', 'tsx', 'apps/worker/src/main.ts'], { ...process.env, LOG_LEVEL: 'info', ...env });
 }
 
 /** Kills a process group and waits until no member is left (training children included). */

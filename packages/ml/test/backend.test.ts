@@ -11,7 +11,7 @@ const backendModule = fileURLToPath(new URL('../src/backend.ts', import.meta.url
 async function inChild(choice: string): Promise<string> {
   const code = `import(${JSON.stringify(backendModule)}).then((m) => m.initBackend(${JSON.stringify(choice)}))
     .then((name) => console.log('OK ' + name), (e) => console.log('ERR ' + e.message.split('\\n')[0]))`;
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', '-e', code], { timeout: 60_000 });
+  const { stdout } = await run(process.execPath, ['--conditions=development', '--import', 'tsx', '-e', code], { timeout: 60_000 });
   return stdout.trim();
 }
 
