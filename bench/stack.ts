@@ -10,7 +10,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
+import { deleteKeysWithPrefix } from '../packages/queue/src/key-cleanup.ts';
 import pg from 'pg';
 import { applyMigrations, ensureDatabase } from '../packages/db/src/migrate.ts';
 import { startEmbeddedS3, type EmbeddedS3 } from '../packages/storage/src/index.ts';
@@ -63,7 +63,7 @@ export class Stack {
       cleanups.push(() => rm(tmp, { recursive: true, force: true }));
       const s3: EmbeddedS3 = await startEmbeddedS3({ dir: path.join(tmp, 's3'), port: 0 });
       cleanups.push(() => s3.close());
-      cleanups.push(() => deleteRedisKeys(redisUrl, prefix));
+      cleanups.push(() => deleteKeysWithPrefix(redisUrl, prefix));
       const adminKey = `ft_bench_${randomBytes(24).toString('hex')}`;
       const port = await freePort();
       const env: NodeJS.ProcessEnv = {
@@ -92,7 +92,7 @@ export class Stack {
         QUOTA_MODELS: '0',
         WORKER_METRICS_PORT: '0',
       };
-      const api = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'apps/api/src/server.ts')], { env, stdio: ['ignore', 'inherit', 'inherit'], cwd: ROOT });
+      const api = spawn(process.execPath, ['--conditions=development', '--import', 'tsx', path.join(ROOT, 'apps/api/src/server.ts')], { env, stdio: ['ignore', 'inherit', 'inherit'], cwd: ROOT });
       cleanups.push(() => stopProcess(api));
       const stack = new Stack(`http://127.0.0.1:${port}`, { authorization: `Bearer ${adminKey}` }, env, api, cleanups);
       await stack.waitReady();
@@ -122,7 +122,7 @@ export class Stack {
   /** A fresh worker process (the previous one, if any, is stopped first). */
   async startWorker(): Promise<void> {
     if (this.worker) await stopProcess(this.worker, 'stop');
-    const worker = fork(path.join(ROOT, 'bench/worker-probe.ts'), [], { env: this.env, execArgv: ['--import', 'tsx', '--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], cwd: ROOT });
+    const worker = fork(path.join(ROOT, 'bench/worker-probe.ts'), [], { env: this.env, execArgv: ['--conditions=development', '--import', 'tsx', '--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], cwd: ROOT });
     const [message] = (await Promise.race([once(worker, 'message'), once(worker, 'exit').then(() => [{ type: 'exit' }])])) as [{ type: string }];
     if (message.type !== 'ready') throw new Error('the worker exited during start-up');
     this.worker = worker;
@@ -211,19 +211,5 @@ async function dropDatabase(url: URL): Promise<void> {
     await client.query(`DROP DATABASE IF EXISTS "${name.replace(/"/g, '""')}" WITH (FORCE)`);
   } finally {
     await client.end();
-  }
-}
-
-async function deleteRedisKeys(redisUrl: string, prefix: string): Promise<void> {
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
-  try {
-    let cursor = '0';
-    do {
-      const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (found.length > 0) await redis.del(...found);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
   }
 }

@@ -129,6 +129,26 @@ describe('job specs', () => {
     });
   }
 
+  it('refuses a spec whose training step cannot fit the backend memory even one image at a time, before any work', async () => {
+    // The planner's budget override (packages/ml micro-batch.ts), read when a job is submitted.
+    process.env.ML_MEMORY_BUDGET_BYTES = String(200 * 1024 ** 2);
+    try {
+      const before = await stored();
+      // full MobileNetV2 with Adam: ~270 MiB of optimizer state alone.
+      const res = await t.http.post('/v1/jobs').send({ datasetId, baseModel: 'mobilenet_v2', strategy: 'full', hyperparameters: { epochs: 1 } });
+      expectProblem(res, 422, 'batch_exceeds_memory');
+      expect(res.body.detail).toMatch(/more than the 200 MiB of ML_MEMORY_BUDGET_BYTES even one image at a time/);
+      expect(res.body.budgetBytes).toBe(200 * 1024 ** 2);
+      expect(res.body.fixedBytes).toBeGreaterThan(0);
+      expect(await stored()).toEqual(before);
+      // The head alone fits the same budget.
+      const fits = await t.http.post('/v1/jobs').send({ datasetId, baseModel: 'mobilenet_v2', hyperparameters: { epochs: 1 } }).expect(202);
+      await t.http.post(`/v1/jobs/${fits.body.id}/cancel`).expect(202);
+    } finally {
+      delete process.env.ML_MEMORY_BUDGET_BYTES;
+    }
+  });
+
   it('rejects malformed JSON', async () => {
     const res = await t.http.post('/v1/jobs').set('content-type', 'application/json').send('{"datasetId": ');
     expectProblem(res, 400, 'malformed_json');

@@ -178,6 +178,7 @@ const ID_ROUTES: [string, string][] = [
   ['POST', '/v1/jobs/:id/cancel'],
   ['DELETE', '/v1/jobs/:id'],
   ['GET', '/v1/models/:id'],
+  ['PATCH', '/v1/models/:id'],
   ['GET', '/v1/models/:id/download'],
   ['POST', '/v1/models/:id/predict'],
   ['DELETE', '/v1/api-keys/:id'],
@@ -190,8 +191,13 @@ const ID_ROUTES: [string, string][] = [
   ['GET', '/v1/batch-predictions/:id/results'],
   ['DELETE', '/v1/batch-predictions/:id'],
   ['POST', '/v1/datasets/uploads/:id/complete'],
+  ['GET', '/v1/base-models/:id'],
+  ['DELETE', '/v1/base-models/:id'],
+  ['GET', '/v1/sweeps/:id'],
+  ['POST', '/v1/sweeps/:id/cancel'],
+  ['DELETE', '/v1/sweeps/:id'],
 ];
-const PATHS = ['/healthz', '/readyz', '/v1/base-models', '/v1/datasets', '/v1/jobs', '/v1/api-keys', '/v1/tenants', '/v1/usage', '/v1/models', '/v1/batch-predictions', '/v1/datasets/uploads', ...ID_ROUTES.map(([, p]) => p), '/', '/v1', '/v1/', '/v2/jobs', '/v1/jobs/', '//v1/jobs'];
+const PATHS = ['/healthz', '/readyz', '/v1/base-models', '/v1/datasets', '/v1/jobs', '/v1/api-keys', '/v1/tenants', '/v1/usage', '/v1/models', '/v1/batch-predictions', '/v1/datasets/uploads', '/v1/sweeps', ...ID_ROUTES.map(([, p]) => p), '/', '/v1', '/v1/', '/v2/jobs', '/v1/jobs/', '//v1/jobs'];
 
 // Header values Node's client will send: tab, visible ASCII, Latin-1.
 const headerValue = fc.oneof(
@@ -454,6 +460,79 @@ describe(`fuzz (seed ${SEED})`, () => {
     );
   });
 
+  it('POST /v1/sweeps with generated spaces and mutated sweep specs', async () => {
+    // Mostly well-formed entries, so that most bodies reach the space's own validation.
+    const bound = fc.oneof({ weight: 9, arbitrary: fc.double({ min: -2, max: 600, noNaN: true }) }, { weight: 1, arbitrary: fc.double() });
+    const entry = fc.oneof(
+      { weight: 4, arbitrary: fc.record({ min: bound, max: bound, log: fc.boolean() }, { requiredKeys: ['min', 'max'] }) },
+      { weight: 3, arbitrary: fc.record({ choices: fc.array(fc.oneof(bound, fc.constantFrom('adam', 'sgd', [], [64], { type: 'constant' }, true), nastyValue), { minLength: 1, maxLength: 4 }) }) },
+      { weight: 1, arbitrary: nastyValue },
+    );
+    const path = fc.oneof(
+      fc.constantFrom('learningRate', 'epochs', 'batchSize', 'head.dropout', 'head.hiddenUnits', 'optimizer', 'earlyStopping.patience', 'lrSchedule', 'warmupEpochs', '__proto__', 'head..x', 'constructor', 'head.dropout.x', ''),
+      fc.string({ maxLength: 12 }),
+    );
+    const options = fc.record(
+      {
+        searcher: fc.constantFrom('random', 'asha', 'asha', 'random', 'grid'),
+        maxTrials: fc.integer({ min: 0, max: 120 }),
+        maxConcurrentTrials: fc.integer({ min: 1, max: 40 }),
+        metric: fc.constantFrom('val_accuracy', 'loss', 'val_loss', 'accuracy', 'f1'),
+        seed: fc.integer({ min: -1, max: 2 ** 31 }),
+        asha: fc.record({ minEpochs: fc.integer({ min: 0, max: 600 }), reductionFactor: fc.integer({ min: 1, max: 12 }) }, { requiredKeys: [] }),
+      },
+      { requiredKeys: [] },
+    );
+    // Spaces that are valid as they stand, so that sweeps are also accepted (and then canceled).
+    const validSpace = fc.subarray(
+      [
+        ['learningRate', { min: 1e-4, max: 1e-1, log: true }],
+        ['head.dropout', { min: 0, max: 0.5 }],
+        ['epochs', { min: 1, max: 5 }],
+        ['batchSize', { choices: [8, 16, 64] }],
+        ['head.hiddenUnits', { choices: [[], [32]] }],
+      ] as [string, unknown][],
+      { minLength: 1 },
+    ).map((entries) => Object.fromEntries(entries));
+    const space = fc.oneof({ weight: 2, arbitrary: fc.dictionary(path, entry, { minKeys: 1, maxKeys: 4 }) }, { weight: 1, arbitrary: validSpace });
+    await fc.assert(
+      fc.asyncProperty(validSpec(), space, options, sometimes(fc.array(mutation, { minLength: 1, maxLength: 2 }), 0.3), async (spec, space, extra, mutations) => {
+        // The job spec's own fuzz covers its fields: here they stay as generated, the space varies.
+        const { compareWithScratch: _unused, ...rest } = spec;
+        const req = withBody({ method: 'POST', path: '/v1/sweeps' }, JSON.stringify(mutate({ ...rest, ...extra, space }, mutations ?? [])) ?? 'null');
+        const res = await send(req);
+        check(req, res);
+        // An accepted sweep waits for a worker: canceled here, no later test's worker runs it.
+        if (res.status === 202) check({ method: 'POST', path: '/cancel' }, await send({ method: 'POST', path: `/v1/sweeps/${(JSON.parse(res.body) as { id: string }).id}/cancel` }));
+      }),
+      params(400),
+    );
+  });
+
+  it('POST /v1/base-models with generated and mutated JSON bodies', async () => {
+    const field = fc.oneof(fc.string({ unit: 'binary', maxLength: 30 }), fc.integer({ min: -5, max: 5000 }), fc.constantFrom(null, true, [], {}, 1.5, '224', 'a'.repeat(300)));
+    const body = fc.oneof(
+      fc.record(
+        {
+          url: fc.oneof(fc.constantFrom('http://127.0.0.1:9/m/model.json', 'https://example.invalid/model.json', 'file:///etc/passwd', 'ftp://x/model.json', 'http://user:pw@x/model.json', 'not a url', ''), field),
+          embeddingLayer: fc.oneof(fc.constantFrom('embedding', 'avg_pool'), field),
+          inputSize: fc.oneof(fc.integer({ min: -1, max: 2000 }), field),
+          scale: fc.oneof(fc.constantFrom('0_1', '-1_1', '0_255', '0-1', ''), field),
+          name: field,
+          extra: field,
+        },
+        { requiredKeys: [] },
+      ),
+      fc.json({ maxDepth: 3 }),
+    );
+    await fc.assert(
+      fc.asyncProperty(body, sometimes(fc.constantFrom(...CONTENT_TYPES), 0.15), async (b, contentType) => {
+        await roundTrip(withBody({ method: 'POST', path: '/v1/base-models' }, typeof b === 'string' ? b : JSON.stringify(b), contentType ?? 'application/json'));
+      }),
+      params(300),
+    );
+  });
+
   it('query strings on the lists', async () => {
     const key = fc.oneof({ weight: 4, arbitrary: fc.constantFrom('limit', 'cursor', 'status') }, { weight: 1, arbitrary: fc.constantFrom('__proto__', 'constructor', 'limit[]', 'a', '') }, { weight: 1, arbitrary: fc.string({ maxLength: 8 }) });
     const value = fc.oneof(
@@ -464,7 +543,7 @@ describe(`fuzz (seed ${SEED})`, () => {
     );
     await fc.assert(
       fc.asyncProperty(
-        fc.constantFrom('/v1/datasets', '/v1/jobs', '/v1/base-models', '/healthz'),
+        fc.constantFrom('/v1/datasets', '/v1/jobs', '/v1/base-models', '/v1/sweeps', '/healthz'),
         fc.array(fc.tuple(key, value, fc.boolean()), { maxLength: 5 }),
         sometimes(fc.constantFrom('&&', '=', '&=&', '%', '%zz', '%00', '?', '#', ';', '+'), 0.2),
         async (path, pairs, junk) => {
@@ -487,6 +566,18 @@ describe(`fuzz (seed ${SEED})`, () => {
         await roundTrip(withBody({ method: 'PATCH', path: `/v1/tenants/${ids.tenant}` }, typeof b === 'string' ? b : JSON.stringify(b)));
       }),
       params(300),
+    );
+  });
+
+  it('PATCH /v1/models/:id and predict ?threshold= with generated values', async () => {
+    const threshold = fc.oneof(fc.double({ min: -1, max: 2, noNaN: true }), fc.constantFrom(null, 0, 1, -0, 1e308, '0.5', true, [], {}, 'NaN'));
+    const body = fc.oneof(fc.record({ confidenceThreshold: threshold, extra: threshold }, { requiredKeys: [] }), fc.json({ maxDepth: 3 }));
+    await fc.assert(
+      fc.asyncProperty(body, fc.oneof(fc.string({ unit: 'binary-ascii', maxLength: 12 }), threshold.map(String)), async (b, query) => {
+        await roundTrip(withBody({ method: 'PATCH', path: `/v1/models/${ids.model}` }, typeof b === 'string' ? b : JSON.stringify(b)));
+        await roundTrip(withBody({ method: 'POST', path: `/v1/models/${ids.model}/predict?threshold=${encodeURIComponent(query)}` }, '{"instances":[]}'));
+      }),
+      params(200),
     );
   });
 
@@ -529,15 +620,16 @@ describe(`fuzz (seed ${SEED})`, () => {
     );
   });
 
-  it('multipart uploads to /v1/datasets and /predict', async () => {
+  it('multipart uploads to /v1/datasets, /v1/base-models and /predict', async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.constantFrom('datasets', 'predict').chain((route) =>
+        fc.constantFrom('datasets', 'predict', 'base-models').chain((route) =>
           fc.record({
-            route: fc.constant(route as 'datasets' | 'predict'),
+            route: fc.constant(route as 'datasets' | 'predict' | 'base-models'),
             boundary: boundaryArb,
             headerBoundary: sometimes(boundaryArb, 0.15),
-            parts: fc.array(partArb(route as 'datasets' | 'predict'), { maxLength: 4 }),
+            // A base-model upload has the same shape as a dataset's: a "file" zip and text fields.
+            parts: fc.array(partArb(route === 'predict' ? 'predict' : 'datasets'), { maxLength: 4 }),
             cut: sometimes(fc.nat(), 0.2),
             unclosed: fc.nat(9).map((n) => n === 0),
           }),
@@ -546,7 +638,7 @@ describe(`fuzz (seed ${SEED})`, () => {
           let body = multipart(boundary, parts, !unclosed);
           if (cut !== null && body.length > 0) body = body.subarray(0, cut % body.length);
           const contentType = `multipart/form-data; boundary=${headerBoundary ?? boundary}`;
-          const path = route === 'datasets' ? '/v1/datasets' : `/v1/models/${ids.model}/predict`;
+          const path = route === 'predict' ? `/v1/models/${ids.model}/predict` : `/v1/${route}`;
           await roundTrip({ method: 'POST', path, headers: { 'content-type': contentType }, body });
         },
       ),

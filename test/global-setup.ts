@@ -18,6 +18,7 @@ import { connect as tlsConnect } from 'node:tls';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { applyMigrations, ensureDatabase, redact } from '../packages/db/src/migrate.ts';
+import { deleteKeysWithPrefix } from '../packages/queue/src/key-cleanup.ts';
 import { S3ObjectStore, startEmbeddedS3, type EmbeddedS3 } from '../packages/storage/src/index.ts';
 
 export interface TestEnv {
@@ -132,6 +133,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
     cleanups.push(() => dropDatabase(databaseUrl));
     await applyMigrations(databaseUrl);
 
+    // Every file's queue prefix starts with the run's (test/setup-env.ts): one sweep removes them all.
+    const queuePrefix = `finetune-test-${runId}`;
+    cleanups.push(async () => void (await deleteKeysWithPrefix(redisUrl, queuePrefix)));
+
     const tmp = await mkdtemp(join(tmpdir(), 'finetune-test-'));
     cleanups.push(() => rm(tmp, { recursive: true, force: true }));
     const s3: EmbeddedS3 = await startEmbeddedS3({ dir: join(tmp, 's3'), port: 0 });
@@ -140,7 +145,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     const env: TestEnv = {
       DATABASE_URL: databaseUrl,
       REDIS_URL: redisUrl,
-      QUEUE_PREFIX: `finetune-test-${runId}`,
+      QUEUE_PREFIX: queuePrefix,
       S3_ENDPOINT: s3.endpoint,
       S3_BUCKET: 'finetune-test',
       S3_REGION: 'us-east-1',

@@ -179,7 +179,7 @@ describe('quotas', () => {
     await e.http.post('/v1/datasets').attach('file', zip, 'd.zip').expect(201);
     const used = (await e.http.get('/v1/usage').expect(200)).body.quotas.storedBytes;
     expect(used.usage).toBe(zip.length);
-    expect(used.breakdown).toEqual({ datasets: zip.length, models: 0, checkpoints: 0, total: zip.length });
+    expect(used.breakdown).toEqual({ datasets: zip.length, models: 0, checkpoints: 0, baseModels: 0, total: zip.length });
 
     // Room for less than a second copy: the upload is read, inspected, then refused.
     await setQuotas(e.tenantId, { storedBytes: zip.length + 10 });
@@ -229,7 +229,7 @@ describe('quotas', () => {
       const usage = await g.http.get('/v1/usage').expect(200);
       expect(usage.body.quotas).toEqual({
         concurrentJobs: { usage: 0, limit: 1 },
-        storedBytes: { usage: 0, limit: 1_000_000, breakdown: { datasets: 0, models: 0, checkpoints: 0, total: 0 } },
+        storedBytes: { usage: 0, limit: 1_000_000, breakdown: { datasets: 0, models: 0, checkpoints: 0, baseModels: 0, total: 0 } },
         models: { usage: 0, limit: 50 },
       });
       const dataset = (await g.http.post('/v1/datasets').attach('file', datasetZip(), 'd.zip').expect(201)).body.id;
@@ -258,7 +258,7 @@ describe('usage', () => {
       });
       const usage = (await h.http.get('/v1/usage').expect(200)).body;
       // createTinyModel records its dataset as 1 byte.
-      expect(usage.quotas.storedBytes).toEqual({ usage: 1335, limit: null, breakdown: { datasets: 1, models: 1234, checkpoints: 100, total: 1335 } });
+      expect(usage.quotas.storedBytes).toEqual({ usage: 1335, limit: null, breakdown: { datasets: 1, models: 1234, checkpoints: 100, baseModels: 0, total: 1335 } });
       expect(usage.rateLimits).toEqual({ default: null, predict: null, upload: null });
     } finally {
       await t.close();

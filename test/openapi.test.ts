@@ -12,6 +12,7 @@ import { presentDataset } from '../apps/api/src/services/datasets.service.ts';
 import { presentJob } from '../apps/api/src/services/jobs.service.ts';
 import { presentModel } from '../apps/api/src/services/models.service.ts';
 import { createTinyModel } from './support/hostile.ts';
+import { modelZip, saveModel, smallClassifier } from './support/base-model-fixtures.ts';
 import { digitPng, zipOf } from './support/mnist-fixtures.ts';
 
 const routes: RouteOptions[] = [];
@@ -163,6 +164,18 @@ describe('real responses match their schemas', () => {
     expect(events.headers['content-type']).toContain('text/event-stream');
     expect(events.text).toContain('event: done');
     conforms('DELETE', '/v1/jobs/:id', await http.delete(`/v1/jobs/${job.body.id}`));
+    // No worker runs here: the sweep stays queued until it is canceled, with no trial.
+    const sweep = conforms(
+      'POST',
+      '/v1/sweeps',
+      await http.post('/v1/sweeps').send({ datasetId: dataset.body.id, baseModel: 'small_cnn', strategy: 'scratch', space: { learningRate: { min: 1e-3, max: 1e-2, log: true } }, maxTrials: 2 }),
+    );
+    expect(sweep.status).toBe(202);
+    conforms('GET', '/v1/sweeps', await http.get('/v1/sweeps'));
+    conforms('GET', '/v1/sweeps/:id', await http.get(`/v1/sweeps/${sweep.body.id}`));
+    conforms('GET', '/v1/jobs', await http.get(`/v1/jobs?sweepId=${sweep.body.id}`));
+    expect(conforms('POST', '/v1/sweeps/:id/cancel', await http.post(`/v1/sweeps/${sweep.body.id}/cancel`)).status).toBe(202);
+    expect(conforms('DELETE', '/v1/sweeps/:id', await http.delete(`/v1/sweeps/${sweep.body.id}`)).status).toBe(204);
     conforms('DELETE', '/v1/datasets/:id', await http.delete(`/v1/datasets/${dataset.body.id}`));
 
     const tiny = await createTinyModel(t);
@@ -171,6 +184,9 @@ describe('real responses match their schemas', () => {
     conforms('GET', '/v1/models/:id/download', await http.get(`/v1/models/${tiny.modelId}/download`));
     const predicted = conforms('POST', '/v1/models/:id/predict', await http.post(`/v1/models/${tiny.modelId}/predict`).attach('file', png, 'x.png'));
     expect(predicted.status).toBe(200);
+    const patched = conforms('PATCH', '/v1/models/:id', await http.patch(`/v1/models/${tiny.modelId}`).send({ confidenceThreshold: 0.75 }));
+    expect(patched.body.confidenceThreshold).toBe(0.75);
+    expect(conforms('POST', '/v1/models/:id/predict', await http.post(`/v1/models/${tiny.modelId}/predict?threshold=1`).attach('file', png, 'x.png')).status).toBe(200);
     // No worker in this file: the batch stays queued and its results are a 409 problem
     // (test/batch-predictions.test.ts reads real results).
     const batch = conforms('POST', '/v1/models/:id/batch-predictions', await http.post(`/v1/models/${tiny.modelId}/batch-predictions`).send({ datasetId: tiny.datasetId }));
@@ -179,6 +195,22 @@ describe('real responses match their schemas', () => {
     conforms('GET', '/v1/batch-predictions/:id', await http.get(`/v1/batch-predictions/${batch.body.id}`));
     expect(conforms('GET', '/v1/batch-predictions/:id/results', await http.get(`/v1/batch-predictions/${batch.body.id}/results`)).status).toBe(409);
     conforms('DELETE', '/v1/batch-predictions/:id', await http.delete(`/v1/batch-predictions/${batch.body.id}`));
+
+    // A custom base: a zip validated at once (201), a URL queued for a worker (202; none runs here).
+    const custom = conforms(
+      'POST',
+      '/v1/base-models',
+      await http.post('/v1/base-models').field('embeddingLayer', 'embedding').attach('file', modelZip(await saveModel(await smallClassifier())), 'm.zip'),
+    );
+    expect(custom.status).toBe(201);
+    const hosted = conforms('POST', '/v1/base-models', await http.post('/v1/base-models').send({ url: 'https://models.example/net/model.json', embeddingLayer: 'avg_pool', inputSize: 224 }));
+    expect(hosted.status).toBe(202);
+    const bases = conforms('GET', '/v1/base-models', await http.get('/v1/base-models'));
+    expect(bases.body.items.map((b: { id: string }) => b.id)).toEqual(expect.arrayContaining(['mobilenet_v2', custom.body.id, hosted.body.id]));
+    conforms('GET', '/v1/base-models/:id', await http.get(`/v1/base-models/${custom.body.id}`));
+    expect(conforms('DELETE', '/v1/base-models/:id', await http.delete(`/v1/base-models/${custom.body.id}`)).status).toBe(204);
+    expect(conforms('DELETE', '/v1/base-models/:id', await http.delete(`/v1/base-models/${hosted.body.id}`)).status).toBe(204);
+    expect(conforms('GET', '/v1/base-models/:id', await http.get(`/v1/base-models/${custom.body.id}`)).status).toBe(404);
     conforms('DELETE', '/v1/models/:id', await http.delete(`/v1/models/${tiny.modelId}`));
     conforms('DELETE', '/v1/api-keys/:id', await http.delete(`/v1/api-keys/${key.body.id}`));
 

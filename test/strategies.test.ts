@@ -115,6 +115,21 @@ describe('prototypes and the embedding cache', () => {
     const first = await runJob({ datasetId, baseModel: 'mobilenet_v2', strategy: 'feature_extraction', hyperparameters: { epochs: 3, seed: 5 } });
     expect(first.status).toBe('succeeded');
     expect(first.embeddingCache).toBe('computed');
+    expect(first.timings.decode).toBeGreaterThan(0);
+
+    // The same job again: every embedding is cached, so no image is decoded and the evaluation
+    // runs the head on the cached validation embeddings — the numbers the first job got by
+    // running the whole model over the images.
+    const again = await runJob({ datasetId, baseModel: 'mobilenet_v2', strategy: 'feature_extraction', hyperparameters: { epochs: 3, seed: 5 } });
+    expect(again.status).toBe('succeeded');
+    expect(again.embeddingCache).toBe('reused');
+    expect(again.timings.decode).toBeUndefined();
+    expect(again.skippedImages).toBe(first.skippedImages);
+    const [byImages, byEmbeddings] = [(await model(first.modelId)).evaluation, (await model(again.modelId)).evaluation];
+    expect(byEmbeddings.samples).toBe(byImages.samples);
+    expect(byEmbeddings.confusionMatrix).toEqual(byImages.confusionMatrix);
+    expect(byEmbeddings.mostConfidentErrors.map((e: { id: string }) => e.id)).toEqual(byImages.mostConfidentErrors.map((e: { id: string }) => e.id));
+    byEmbeddings.mostConfidentErrors.forEach((e: { confidence: number }, i: number) => expect(e.confidence).toBeCloseTo(byImages.mostConfidentErrors[i].confidence, 4));
 
     const proto = await runJob({ datasetId, baseModel: 'mobilenet_v2', strategy: 'prototype', hyperparameters: { seed: 5 } });
     expect(proto.error).toBeNull();
@@ -153,11 +168,13 @@ describe('fine-tuning MobileNetV2 on wasm', () => {
     const metrics = await t.http.get(`/v1/jobs/${job.id}/metrics`).expect(200);
     expect(metrics.body.items.map((r: { learningRate: number }) => r.learningRate)).toEqual([0.01, 0.01]);
 
-    // A layer the base does not have fails the job at once (no retries), saying why.
-    const bad = await runJob({ datasetId, baseModel: 'mobilenet_v2', strategy: 'fine_tune', hyperparameters: { unfreeze: { fromLayer: 'no_such_layer' } } });
-    expect(bad.status).toBe('failed');
-    expect(bad.error.code).toBe('unknown_layer');
-    expect(bad.error.message).toContain('no_such_layer');
-    expect(bad.attempts).toBe(1);
+    // A layer the base does not have is refused when the job is submitted (the API plans the
+    // spec's stages against the base, as the worker would), saying why; no job is created.
+    const jobsBefore = await t.deps.db.job.count();
+    const bad = await t.http.post('/v1/jobs').send({ datasetId, baseModel: 'mobilenet_v2', strategy: 'fine_tune', hyperparameters: { unfreeze: { fromLayer: 'no_such_layer' } } });
+    expect(bad.status, JSON.stringify(bad.body)).toBe(422);
+    expect(bad.body.code).toBe('unknown_layer');
+    expect(bad.body.detail).toContain('no_such_layer');
+    expect(await t.deps.db.job.count()).toBe(jobsBefore);
   });
 });

@@ -26,6 +26,7 @@ import { jobEventRoutes } from './routes/v1/job-events.ts';
 import { identityRoutes } from './routes/v1/identity.ts';
 import { modelRoutes } from './routes/v1/models.ts';
 import { batchPredictionRoutes } from './routes/v1/batch-predictions.ts';
+import { sweepRoutes } from './routes/v1/sweeps.ts';
 import { ModelCache } from './services/model-cache.ts';
 
 export { createAppDeps, closeAppDeps, type AppDeps } from './deps.ts';
@@ -144,7 +145,7 @@ export async function buildApp(deps: AppDeps, options: BuildOptions = {}): Promi
   await app.register(async (v1) => {
     v1.addHook('onRequest', onRequest);
     v1.addHook('onRequest', rateLimit(new TokenBuckets(deps.queue.connection, config.queuePrefix), config.rateLimits));
-    await v1.register(baseModelRoutes);
+    await v1.register(baseModelRoutes, { deps });
     await v1.register(identityRoutes, { deps });
     await v1.register(datasetRoutes, { deps });
     await v1.register(datasetSampleRoutes, { deps });
@@ -153,6 +154,7 @@ export async function buildApp(deps: AppDeps, options: BuildOptions = {}): Promi
     await v1.register(jobEventRoutes, { deps });
     await v1.register(modelRoutes, { deps, cache });
     await v1.register(batchPredictionRoutes, { deps });
+    await v1.register(sweepRoutes, { deps });
   });
   return app;
 }

@@ -2,6 +2,7 @@ import type { Config } from '@finetune/core';
 import { ApiKeysRepository, createDb, DatasetsRepository, JobsRepository, ModelsRepository, TenantsRepository, type Db } from '@finetune/db';
 import { createProducerConnection, TrainingQueue } from '@finetune/queue';
 import { S3ObjectStore, type ObjectStore } from '@finetune/storage';
+import { MemoryFitCheck } from './services/memory-fit.ts';
 
 /** Everything with I/O the API talks to, built once from configuration. */
 export interface AppDeps {
@@ -14,6 +15,8 @@ export interface AppDeps {
   models: ModelsRepository;
   tenants: TenantsRepository;
   apiKeys: ApiKeysRepository;
+  /** Refuses at submission a spec that cannot train in the backend's memory. */
+  memoryFit: MemoryFitCheck;
 }
 
 export function createAppDeps(config: Config): AppDeps {
@@ -29,6 +32,7 @@ export function createAppDeps(config: Config): AppDeps {
       backoffMs: config.jobRetryBackoffMs,
     }),
     datasets: new DatasetsRepository(db),
+    memoryFit: new MemoryFitCheck(config.mlBackend),
     jobs: new JobsRepository(db),
     models: new ModelsRepository(db),
     tenants: new TenantsRepository(db),

@@ -39,6 +39,7 @@ export const Dataset = Type.Object({
   counts: Type.Object({
     train: ClassCounts,
     val: ClassCounts,
+    test: ClassCounts,
     images: Type.Integer(),
     skipped: Type.Integer(),
     ignored: Type.Integer(),
@@ -96,6 +97,16 @@ export const Job = Type.Object({
   microBatchSize: Nullable(
     Type.Integer({ description: 'images per forward + backward pass, chosen to fit the backend memory; gradients of a batch are summed over them' }),
   ),
+  learningRateFinder: Nullable(
+    Type.Object(
+      {
+        suggested: Type.Number({ description: "the range test's suggestion (fastai's valley)" }),
+        chosen: Type.Number({ description: 'the rate the job trains with (the head; base layers scale it)' }),
+        curve: Type.Array(Type.Object({ lr: Type.Number(), loss: Type.Number({ description: 'smoothed training loss at that rate' }) })),
+      },
+      { description: 'learningRate "auto": the learning-rate range test run before training; null otherwise or until it ran' },
+    ),
+  ),
   timings: Nullable(
     Type.Object(
       {
@@ -119,7 +130,9 @@ export const Job = Type.Object({
   ),
   embeddingCache: Nullable(Type.Union([Type.Literal('reused'), Type.Literal('computed')])),
   stoppedEarly: Type.Boolean(),
-  stopReason: Nullable(Type.String({ description: 'completed | early_stopping | max_runtime | canceled' })),
+  stopReason: Nullable(Type.String({ description: 'completed | early_stopping | max_runtime | canceled | asha_stopped (a sweep trial ASHA stopped at a rung)' })),
+  sweepId: Nullable(Uuid()),
+  trialNumber: Nullable(Type.Integer({ description: 'the trial number within its sweep, from 0' })),
   attempts: Type.Integer(),
   runs: Type.Integer(),
   cancelRequested: Type.Boolean(),
@@ -138,9 +151,36 @@ export const Model = Type.Object({
   inputSize: Type.Integer(),
   input: Type.Object({ shape: Type.Array(Nullable(Type.Integer())), scale: Type.String() }),
   metrics: Json('best-epoch figures, trained layers and the reproducibility record'),
-  evaluation: Json('per-class precision/recall/F1, confusion matrix, top-k accuracy, most confident errors'),
+  evaluation: Json(
+    'on the validation split (the one the best epoch was chosen on): per-class precision/recall/F1, confusion matrix, top-k accuracy, ' +
+      'most confident errors; null when nothing was held out (see evaluationNote)',
+  ),
+  testEvaluation: Json('the same report on the test split (never used for selection); null without a test split'),
+  evaluationNote: Nullable(Type.String({ description: 'why evaluation is null' })),
+  calibration: Nullable(
+    Type.Object(
+      {
+        temperature: Type.Number({ description: 'scores are softmax(logits / temperature)' }),
+        fittedOn: Type.Literal('validation'),
+        fitSamples: Type.Integer(),
+        measuredOn: Type.Union([Type.Literal('test'), Type.Literal('validation')], { description: 'the split the figures below are measured on' }),
+        samples: Type.Integer(),
+        eceBefore: Type.Number({ description: 'expected calibration error (15 bins) without scaling' }),
+        eceAfter: Type.Number(),
+        nllBefore: Type.Number({ description: 'mean negative log-likelihood' }),
+        nllAfter: Type.Number(),
+        bins: Type.Array(
+          Type.Object({ lower: Type.Number(), upper: Type.Number(), count: Type.Integer(), confidence: Type.Number(), accuracy: Type.Number() }),
+          { description: 'reliability diagram after scaling: the non-empty confidence bins' },
+        ),
+      },
+      { description: 'temperature scaling fitted on the validation split; null without validation data' },
+    ),
+  ),
+  confidenceThreshold: Nullable(Type.Number({ description: 'below this top score /predict labels an image "unknown"' })),
   scratchAccuracy: Nullable(Type.Number()),
   transferGain: Nullable(Type.Number()),
+  transferGainSplit: Nullable(Type.Union([Type.Literal('test'), Type.Literal('validation')], { description: 'the split scratchAccuracy and transferGain were measured on' })),
   negativeTransfer: Nullable(Type.Boolean()),
   files: Type.Array(Type.String()),
   sizeBytes: Type.Integer(),
@@ -148,13 +188,14 @@ export const Model = Type.Object({
 });
 
 export const Prediction = Type.Object({
-  label: Type.String(),
+  label: Type.String({ description: 'the top class, or "unknown" when its score is below the confidence threshold' }),
   score: Type.Number(),
   top: Type.Array(Type.Object({ label: Type.String(), score: Type.Number() })),
 });
 
 export const BaseModel = Type.Object({
   id: Type.String(),
+  kind: Type.Literal('zoo'),
   inputSize: Type.Integer(),
   embeddingSize: Type.Integer(),
   source: Type.String(),
@@ -162,6 +203,28 @@ export const BaseModel = Type.Object({
   available: Type.Boolean(),
   pretrained: Type.Boolean(),
   description: Type.String(),
+});
+
+/** A tenant's own base model (POST /v1/base-models). Before it is `ready` its sizes may be unknown. */
+export const CustomBaseModel = Type.Object({
+  id: Uuid(),
+  kind: Type.Literal('custom'),
+  name: Type.String(),
+  status: Type.Union([Type.Literal('pending'), Type.Literal('validating'), Type.Literal('ready'), Type.Literal('failed')]),
+  source: Type.Union([Type.Literal('zip'), Type.Literal('url')]),
+  url: Nullable(Type.String()),
+  inputSize: Nullable(Type.Integer()),
+  embeddingSize: Nullable(Type.Integer()),
+  embeddingLayer: Type.String(),
+  pooled: Type.Boolean({ description: 'the embedding layer outputs a feature map, global-average-pooled into the embedding' }),
+  scale: Type.Union([Type.Literal('0_1'), Type.Literal('-1_1'), Type.Literal('0_255')]),
+  layerCount: Nullable(Type.Integer({ description: 'layers from the input up to the embedding layer' })),
+  sizeBytes: Type.Integer(),
+  available: Type.Boolean({ description: 'ready: a job can name it as {"baseModelId": id}' }),
+  pretrained: Type.Boolean(),
+  error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
+  createdAt: DateTime(),
+  readyAt: Nullable(DateTime()),
 });
 
 export const ApiKey = Type.Object({
@@ -189,7 +252,7 @@ const Quotas = Type.Object({
   storedBytes: Type.Object({
     usage: Type.Integer(),
     limit: Limit,
-    breakdown: Type.Object({ datasets: Type.Integer(), models: Type.Integer(), checkpoints: Type.Integer(), total: Type.Integer() }),
+    breakdown: Type.Object({ datasets: Type.Integer(), models: Type.Integer(), checkpoints: Type.Integer(), baseModels: Type.Integer(), total: Type.Integer() }),
   }),
   models: Type.Object({ usage: Type.Integer(), limit: Limit }),
 });
@@ -280,3 +343,51 @@ export const DatasetReport = Type.Object({
     { description: 'blocking first, then warnings, then info' },
   ),
 });
+
+/** A sweep's trial on its leaderboard. */
+export const SweepTrial = Type.Object({
+  trialNumber: Type.Integer({ description: 'from 0, in the order the trials were started' }),
+  jobId: Uuid(),
+  status: Type.Union(JOB_STATUSES.map((s) => Type.Literal(s))),
+  params: Type.Record(Type.String(), Type.Unknown(), { description: "the trial's sampled values, by hyperparameter path" }),
+  metric: Nullable(Type.Number({ description: "the sweep's metric at the trial's best epoch (the one its model keeps); null until an epoch completed" })),
+  epochsRun: Type.Integer(),
+  epochs: Type.Integer(),
+  stoppedByAsha: Type.Boolean({ description: 'ASHA stopped the trial at a rung (it ended canceled with its best epoch as its model)' }),
+  modelId: Nullable(Uuid()),
+});
+
+export const Sweep = Type.Object({
+  id: Uuid(),
+  status: Type.Union(['queued', 'running', 'succeeded', 'failed', 'canceled'].map((s) => Type.Literal(s))),
+  datasetId: Nullable(Uuid()),
+  searcher: Type.Union([Type.Literal('random'), Type.Literal('asha')]),
+  metric: Type.String({ description: 'val_accuracy | accuracy (maximised), val_loss | loss (minimised)' }),
+  spec: Json('the validated sweep request with every default filled in'),
+  maxTrials: Type.Integer(),
+  maxConcurrentTrials: Type.Integer(),
+  counts: Type.Object({
+    created: Type.Integer({ description: 'trials started so far (at most maxTrials)' }),
+    queued: Type.Integer(),
+    running: Type.Integer({ description: 'running or retrying' }),
+    succeeded: Type.Integer(),
+    failed: Type.Integer(),
+    canceled: Type.Integer(),
+    stoppedByAsha: Type.Integer({ description: 'of the canceled, those ASHA stopped' }),
+  }),
+  bestTrial: Nullable(SweepTrial),
+  modelId: Nullable(Uuid()),
+  leaderboard: Type.Optional(
+    Type.Array(SweepTrial, { description: 'every trial, best metric first (trials without one last); only on GET /v1/sweeps/:id' }),
+  ),
+  warnings: Type.Array(
+    Type.Object({ check: Type.String(), severity: Type.String(), message: Type.String(), fileCount: Type.Integer() }),
+    { description: "the dataset's blocking data-check findings when the sweep was created" },
+  ),
+  error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
+  createdAt: DateTime(),
+  startedAt: Nullable(DateTime()),
+  finishedAt: Nullable(DateTime()),
+});
+
+export const SweepPage = Page(Sweep);

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Config } from '@finetune/core';
-import { createDb, JobsRepository } from '@finetune/db';
+import { createDb, JobsRepository, SweepsRepository } from '@finetune/db';
 import {
   createProducerConnection,
   createTrainingEvents,
@@ -16,7 +16,9 @@ import { S3ObjectStore, withRetries } from '@finetune/storage';
 import type { ParentMessage } from './training/messages.ts';
 import { createTrainProcessor, type ProcessorState } from './processors/train.processor.ts';
 import { startBatchPredictConsumer } from './processors/batch-predict.processor.ts';
+import { startBaseModelFetchConsumer } from './processors/base-model-fetch.processor.ts';
 import { createWorkerMetrics, type WorkerMetrics } from './metrics/index.ts';
+import { startSweepController } from './sweeps/controller.ts';
 
 export interface RunningWorker {
   /**
@@ -62,6 +64,8 @@ export function startWorker(config: Config, log: Logger): RunningWorker {
   worker.on('error', (err) => log.error({ err }, 'worker error'));
   // The second queue: batch predictions, in this process (see the processor for why).
   const batchPredict = startBatchPredictConsumer({ config, db, store, log, settings });
+  // The third: custom base models given by URL, fetched and validated here.
+  const baseModelFetch = startBaseModelFetchConsumer({ config, db, store, log, settings });
 
   // BullMQ's own verdicts reach Postgres here, whichever worker they happened on: a job that
   // stalled (its worker died) waits for redelivery as `retrying`; one that BullMQ failed for
@@ -103,6 +107,9 @@ export function startWorker(config: Config, log: Logger): RunningWorker {
     wasDown = false;
   });
 
+  // Sweeps: starting trials and ASHA's decisions, for any sweep no other worker is stepping.
+  const sweepController = startSweepController({ sweeps: new SweepsRepository(db), queue, config, log });
+
   log.info({ concurrency: config.workerConcurrency, backend: config.mlBackend, heartbeatMs }, 'worker started');
 
   return {
@@ -119,7 +126,7 @@ export function startWorker(config: Config, log: Logger): RunningWorker {
         for (const child of state.active) child.kill('SIGKILL');
       }, config.workerShutdownGraceMs);
       try {
-        await Promise.all([worker.close(), batchPredict.close()]);
+        await Promise.all([worker.close(), batchPredict.close(), baseModelFetch.close(), sweepController.close()]);
       } finally {
         clearTimeout(killer);
         await closeEvents().catch(() => undefined);

@@ -42,7 +42,7 @@ export interface Job {
   id: string;
   status: string;
   datasetId: string;
-  baseModel: string | { modelId: string };
+  baseModel: string | { modelId: string } | { baseModelId: string };
   strategy: string;
   progress: { epoch: number; epochs: number; percent: number };
   metrics: { best: MetricRow | null; last: MetricRow | null };
@@ -105,5 +105,6 @@ export function isFinal(status: string): boolean {
 }
 
 export function baseModelName(base: Job['baseModel']): string {
-  return typeof base === 'string' ? base : `model:${base.modelId}`;
+  if (typeof base === 'string') return base;
+  return 'baseModelId' in base ? `base:${base.baseModelId}` : `model:${base.modelId}`;
 }

@@ -44,7 +44,9 @@ export function applySet(spec: Spec, assignment: string): void {
 }
 
 /** `mobilenet_v2` stays a zoo id; `model:<id>` (or a bare model UUID) is an earlier job's model. */
-export function parseBaseModel(value: string): string | { modelId: string } {
+export function parseBaseModel(value: string): string | { modelId: string } | { baseModelId: string } {
+  const custom = /^base:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i.exec(value);
+  if (custom) return { baseModelId: custom[1]! };
   const match = /^(?:model:)?([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i.exec(value);
   return match ? { modelId: match[1]! } : value;
 }

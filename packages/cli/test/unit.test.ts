@@ -35,11 +35,12 @@ describe('--set', () => {
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
 
-  it('--base takes a zoo id, or an earlier model as model:<id> or a bare id', () => {
+  it('--base takes a zoo id, an earlier model as model:<id> or a bare id, or a custom base as base:<id>', () => {
     const id = '0b6e2c4e-1d2f-4a5b-8c7d-9e0f1a2b3c4d';
     expect(parseBaseModel('mobilenet_v2')).toBe('mobilenet_v2');
     expect(parseBaseModel(`model:${id}`)).toEqual({ modelId: id });
     expect(parseBaseModel(id)).toEqual({ modelId: id });
+    expect(parseBaseModel(`base:${id}`)).toEqual({ baseModelId: id });
   });
 });
 

@@ -50,3 +50,29 @@ export const BASE_MODELS: readonly BaseModelInfo[] = [
 export function findBaseModel(id: string): BaseModelInfo | undefined {
   return BASE_MODELS.find((m) => m.id === id);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Custom bases: a tenant's own tfjs layers model (POST /v1/base-models).
+
+/**
+ * Pixel values a custom base expects. Images reach every base as RGB in [0, 1]; a custom base
+ * gets a Rescaling layer in front (`x * scale + offset`) so that it sees its own range, and the
+ * exported model keeps that layer (the download page and /predict feed it [0, 1] as for any model).
+ */
+export const PIXEL_SCALES = {
+  '0_1': { scale: 1, offset: 0 },
+  '-1_1': { scale: 2, offset: -1 },
+  '0_255': { scale: 255, offset: 0 },
+} as const;
+export type PixelScale = keyof typeof PIXEL_SCALES;
+
+export const BASE_MODEL_STATUSES = ['pending', 'validating', 'ready', 'failed'] as const;
+export type BaseModelStatus = (typeof BASE_MODEL_STATUSES)[number];
+
+/** Largest square input a custom base may declare (a 1024² RGB float image is 12 MiB per image). */
+export const MAX_CUSTOM_INPUT_SIZE = 1024;
+
+/** How jobs and models record a custom base (`baseModel` on a job): `base:<id>`. */
+export function customBaseLabel(baseModelId: string): string {
+  return `base:${baseModelId}`;
+}

@@ -43,6 +43,8 @@ export interface Config {
   checkpointsKeepLast: number;
   /** How often a worker compares Postgres with the queue and re-enqueues stranded jobs. */
   reconcileIntervalMs: number;
+  /** How often a worker's sweep controller looks at active sweeps (starts trials, takes ASHA decisions). */
+  sweepControllerIntervalMs: number;
   /** How long a training run keeps retrying an unavailable S3 or Postgres before the attempt fails. */
   dependencyRetryMs: number;
   /** A graceful worker stop waits this long for runs to reach a batch boundary and hand over. */
@@ -58,6 +60,12 @@ export interface Config {
     trainingImageBytes: number;
     /** Largest JSON body (job specs); /predict's JSON form takes one MAX_PREDICT_BYTES image in base64. */
     jsonBodyBytes: number;
+    /** A custom base model (model.json + weights, uncompressed), uploaded or fetched. */
+    baseModelBytes: number;
+    /** One fetch of a custom base's file from its URL (model.json or a weight shard). */
+    baseModelFetchTimeoutMs: number;
+    /** Whether a custom base's URL may point at a private, loopback or link-local address. */
+    baseModelFetchPrivate: boolean;
   };
   http: {
     /** Fastify `trustProxy`: false, true (any peer), or the proxies' addresses/CIDRs. */
@@ -268,6 +276,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxJobRuntimeSeconds: int('MAX_JOB_RUNTIME_SECONDS', 24 * 3600, 1, 30 * 24 * 3600),
     checkpointsKeepLast: int('CHECKPOINTS_KEEP_LAST', 1, 1, 1000),
     reconcileIntervalMs: int('RECONCILE_INTERVAL_MS', 30_000, 500, 3_600_000),
+    sweepControllerIntervalMs: int('SWEEP_CONTROLLER_INTERVAL_MS', 500, 50, 60_000),
     dependencyRetryMs: int('DEPENDENCY_RETRY_MS', 120_000, 0, 3_600_000),
     workerShutdownGraceMs: int('WORKER_SHUTDOWN_GRACE_MS', 25_000, 0, 3_600_000),
     limits: {
@@ -279,6 +288,9 @@ export function loadConfig(env: Env = process.env): Config {
       predictBytes: int('MAX_PREDICT_BYTES', 16 * 1024 * 1024, 1),
       trainingImageBytes: int('MAX_TRAINING_IMAGE_BYTES', 4 * 1024 * 1024 * 1024, 1),
       jsonBodyBytes: int('MAX_JSON_BODY_BYTES', 1024 * 1024, 1024, 1024 * 1024 * 1024),
+      baseModelBytes: int('MAX_BASE_MODEL_BYTES', 256 * 1024 * 1024, 1),
+      baseModelFetchTimeoutMs: int('BASE_MODEL_FETCH_TIMEOUT_MS', 60_000, 100, 3_600_000),
+      baseModelFetchPrivate: bool('BASE_MODEL_FETCH_PRIVATE', false),
     },
     http: {
       trustProxy: trustProxy(),

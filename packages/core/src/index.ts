@@ -6,3 +6,4 @@ export * from './job-status.ts';
 export * from './transient.ts';
 export * from './best-epoch.ts';
 export * from './quotas.ts';
+export * from './sweep-spec.ts';

@@ -1,4 +1,5 @@
 import Type, { type Static } from 'typebox';
+import { customBaseLabel } from './base-models.ts';
 
 // One schema, two uses: the API validates POST /v1/jobs bodies with it, and the worker
 // receives the same (defaults-filled) object, so both sides agree on every field.
@@ -41,6 +42,17 @@ export const LrScheduleSchema = Type.Union([
     { type: Type.Literal('exponential'), gamma: Type.Number({ exclusiveMinimum: 0, maximum: 1 }) },
     { additionalProperties: false },
   ),
+  // fastai's fit_one_cycle, per step: warm up from lr/div to lr over pctStart of the steps, then
+  // anneal (cosine both ways) to lr/div/divFinal; SGD momentum cycles 0.95 → 0.85 → 0.95.
+  Type.Object(
+    {
+      type: Type.Literal('one_cycle'),
+      pctStart: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+      div: Type.Optional(Type.Number({ minimum: 1, maximum: 1e6 })),
+      divFinal: Type.Optional(Type.Number({ minimum: 1, maximum: 1e9 })),
+    },
+    { additionalProperties: false },
+  ),
 ]);
 
 export const StageSchema = Type.Object(
@@ -57,7 +69,8 @@ export const HyperparametersSchema = Type.Object(
     epochs: Type.Integer({ minimum: 1, maximum: 500, default: 10 }),
     batchSize: Type.Integer({ minimum: 1, maximum: 1024, default: 32 }),
     optimizer: Type.Union(literals(OPTIMIZERS), { default: 'adam' }),
-    learningRate: Type.Number({ exclusiveMinimum: 0, maximum: 10, default: 0.001 }),
+    /** "auto": a learning-rate range test (fastai's lr_find, valley) picks it before training. */
+    learningRate: Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 10 }), Type.Literal('auto')], { default: 0.001 }),
     momentum: Type.Number({ minimum: 0, maximum: 0.999, default: 0.9 }),
     nesterov: Type.Boolean({ default: false }),
     /** Decoupled weight decay (AdamW); with other optimizers use `l2`. */
@@ -105,8 +118,13 @@ export const HyperparametersSchema = Type.Object(
     ),
     unfreeze: Type.Optional(UnfreezeSchema),
     baseLearningRateMultiplier: Type.Number({ exclusiveMinimum: 0, maximum: 10, default: 0.1 }),
+    /** Discriminative rates (ULMFiT): block k below the top of the base trains at learningRate / decay^(k+1). */
+    layerLearningRateDecay: Type.Optional(Type.Number({ minimum: 1, maximum: 100 })),
     stages: Type.Optional(Type.Array(StageSchema, { minItems: 1, maxItems: 20 })),
     validationSplit: Type.Number({ minimum: 0, maximum: 0.5, default: 0.2 }),
+    /** Held out for the test metrics only (never early stopping or the best epoch); ignored when
+     * the archive has its own test/. */
+    testSplit: Type.Number({ minimum: 0, maximum: 0.5, default: 0 }),
     seed: Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1, default: 42 }),
     /** k of the top-k accuracy in the evaluation report. */
     topK: Type.Integer({ minimum: 1, maximum: 100, default: 3 }),
@@ -121,6 +139,8 @@ export const UUID_PATTERN = '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a
 export const BaseModelRefSchema = Type.Union([
   Type.String({ minLength: 1, maxLength: 100 }),
   Type.Object({ modelId: Type.String({ pattern: UUID_PATTERN }) }, { additionalProperties: false }),
+  /** A custom base the tenant added (POST /v1/base-models). */
+  Type.Object({ baseModelId: Type.String({ pattern: UUID_PATTERN }) }, { additionalProperties: false }),
 ]);
 
 export const JobSpecSchema = Type.Object(
@@ -147,14 +167,14 @@ export type Activation = (typeof ACTIVATIONS)[number];
 export type Unfreeze = { topLayers: number } | { fromLayer: string };
 export type LrSchedule = Static<typeof LrScheduleSchema>;
 export type Stage = { unfreeze: Unfreeze; epochs: number; learningRate?: number };
-export type BaseModelRef = string | { modelId: string };
+export type BaseModelRef = string | { modelId: string } | { baseModelId: string };
 
 /** Every hyperparameter with its default filled in (what the worker trains with). */
 export interface Hyperparameters {
   epochs: number;
   batchSize: number;
   optimizer: Optimizer;
-  learningRate: number;
+  learningRate: number | 'auto';
   momentum: number;
   nesterov: boolean;
   weightDecay: number;
@@ -174,8 +194,12 @@ export interface Hyperparameters {
   classWeights: 'balanced' | Record<string, number> | null;
   unfreeze: Unfreeze | null;
   baseLearningRateMultiplier: number;
+  /** Replaces baseLearningRateMultiplier when set: each block down the base trains `decay` times slower. */
+  layerLearningRateDecay: number | null;
   stages: Stage[] | null;
   validationSplit: number;
+  /** 0 in specs stored before the test split existed. */
+  testSplit: number;
   seed: number;
   topK: number;
 }
@@ -184,7 +208,7 @@ export type JobSpecInput = Static<typeof JobSpecSchema>;
 
 /** Hyperparameters as a caller may give them: any subset, nested objects partial too. */
 export type HyperparametersInput = Partial<
-  Omit<Hyperparameters, 'head' | 'earlyStopping' | 'augmentation' | 'lrSchedule' | 'classWeights' | 'unfreeze' | 'stages'>
+  Omit<Hyperparameters, 'head' | 'earlyStopping' | 'augmentation' | 'lrSchedule' | 'classWeights' | 'unfreeze' | 'stages' | 'layerLearningRateDecay'>
 > & {
   head?: Partial<Hyperparameters['head']>;
   earlyStopping?: Partial<NonNullable<Hyperparameters['earlyStopping']>>;
@@ -193,6 +217,7 @@ export type HyperparametersInput = Partial<
   classWeights?: NonNullable<Hyperparameters['classWeights']>;
   unfreeze?: Unfreeze;
   stages?: Stage[];
+  layerLearningRateDecay?: number;
 };
 
 /** A job spec as a caller may write it (the API's validated body, a benchmark, a test). */
@@ -236,8 +261,10 @@ export const DEFAULT_HYPERPARAMETERS: Hyperparameters = {
   classWeights: null,
   unfreeze: null,
   baseLearningRateMultiplier: 0.1,
+  layerLearningRateDecay: null,
   stages: null,
   validationSplit: 0.2,
+  testSplit: 0,
   seed: 42,
   topK: 3,
 };
@@ -260,6 +287,7 @@ export function withDefaults(input: JobSpecDraft): JobSpec {
     classWeights: given.classWeights ?? null,
     unfreeze: given.unfreeze ?? null,
     stages: given.stages ?? null,
+    layerLearningRateDecay: given.layerLearningRateDecay ?? null,
   };
   return {
     datasetId: input.datasetId,
@@ -293,6 +321,9 @@ export function specProblems(spec: JobSpec): string[] {
   if (hp.warmupEpochs >= hp.epochs && spec.strategy !== 'progressive_unfreezing') {
     problems.push(`hyperparameters.warmupEpochs (${hp.warmupEpochs}) must be less than epochs (${hp.epochs})`);
   }
+  if (hp.validationSplit + hp.testSplit >= 1) {
+    problems.push(`hyperparameters.validationSplit + testSplit must be below 1 (got ${hp.validationSplit + hp.testSplit}): nothing would be left to train on`);
+  }
   if (hp.earlyStopping?.monitor.startsWith('val_') && hp.validationSplit === 0) {
     problems.push(`earlyStopping.monitor ${hp.earlyStopping.monitor} needs a validation set; validationSplit is 0`);
   }
@@ -309,12 +340,28 @@ export function specProblems(spec: JobSpec): string[] {
   if (!trainsBase && hp.baseLearningRateMultiplier !== DEFAULT_HYPERPARAMETERS.baseLearningRateMultiplier && spec.strategy !== 'full') {
     problems.push(`hyperparameters.baseLearningRateMultiplier applies to fine_tune, progressive_unfreezing and full (got ${spec.strategy})`);
   }
+  if (hp.layerLearningRateDecay !== null) {
+    if (!trainsBase && spec.strategy !== 'full') {
+      problems.push(`hyperparameters.layerLearningRateDecay applies to fine_tune, progressive_unfreezing and full (got ${spec.strategy})`);
+    }
+    // The decay sets every base rate itself; a multiplier beside it would be silently ignored.
+    if (hp.baseLearningRateMultiplier !== DEFAULT_HYPERPARAMETERS.baseLearningRateMultiplier) {
+      problems.push('hyperparameters.layerLearningRateDecay and baseLearningRateMultiplier are alternatives; give one of them');
+    }
+  }
+  if (hp.lrSchedule.type === 'one_cycle' && hp.warmupEpochs > 0) {
+    problems.push('lrSchedule one_cycle warms up by itself (pctStart of the steps); warmupEpochs must be 0');
+  }
+  if (hp.learningRate === 'auto' && spec.strategy === 'prototype') {
+    problems.push('learningRate "auto" has no meaning for strategy prototype (no training loop)');
+  }
   return problems;
 }
 
-/** The base a spec names, as jobs and models record it: a zoo id or `model:<id>`. */
+/** The base a spec names, as jobs and models record it: a zoo id, `model:<id>` or `base:<id>`. */
 export function baseModelLabel(ref: BaseModelRef): string {
-  return typeof ref === 'string' ? ref : `model:${ref.modelId}`;
+  if (typeof ref === 'string') return ref;
+  return 'modelId' in ref ? `model:${ref.modelId}` : customBaseLabel(ref.baseModelId);
 }
 
 /** Total epochs a spec trains for (progressive unfreezing: the sum of its stages). */

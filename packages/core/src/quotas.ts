@@ -15,7 +15,8 @@ export interface TenantQuotaOverrides {
 export interface TenantUsage {
   /** Jobs queued, running or retrying. */
   concurrentJobs: number;
-  storedBytes: { datasets: number; models: number; checkpoints: number; total: number };
+  /** baseModels: the tenant's custom base models (POST /v1/base-models). */
+  storedBytes: { datasets: number; models: number; checkpoints: number; baseModels: number; total: number };
   models: number;
 }
 

@@ -18,8 +18,9 @@ const NETWORK_CODES = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
 ]);
 
-// Prisma's codes for "cannot reach / lost the database" and pool exhaustion.
-const PRISMA_TRANSIENT = new Set(['P1001', 'P1002', 'P1008', 'P1017', 'P2024', 'P2034']);
+// Prisma's codes for "cannot reach / lost the database", pool exhaustion (P2024) and a transaction
+// that could not start in time (P2028: every connection busy, as under heavy load).
+const PRISMA_TRANSIENT = new Set(['P1001', 'P1002', 'P1008', 'P1017', 'P2024', 'P2028', 'P2034']);
 // Postgres SQLSTATE classes 08 (connection) and 57P (operator intervention: shutdown, restart),
 // and 40001/40P01 (serialization failure, deadlock): the same statement can succeed later.
 const PG_TRANSIENT = /^(08|57P|40001|40P01|53300)/;
@@ -32,6 +33,7 @@ const MESSAGE_PATTERNS = [
   /Client has encountered a connection error/i,
   /timed out/i,
   /Stream isn't writeable/i,
+  /Unable to start a transaction in the given time/i,
 ];
 
 interface ErrorLike {

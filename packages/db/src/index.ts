@@ -13,3 +13,7 @@ export type { BatchPrediction } from './generated/client.ts';
 export { BatchPredictionStatus } from './generated/enums.ts';
 export * from './dataset-uploads.repository.ts';
 export type { DatasetUpload } from './generated/client.ts';
+export * from './base-models.repository.ts';
+export type { BaseModel as BaseModelRow } from './generated/client.ts';
+export * from './sweeps.repository.ts';
+export type { Sweep } from './generated/client.ts';

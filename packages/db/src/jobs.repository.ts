@@ -8,8 +8,9 @@ import {
   type JobStatusName,
   type StopReason,
 } from '@finetune/core';
-import type { Db } from './client.ts';
+import { poolOf, type Db } from './client.ts';
 import type { Checkpoint, EpochMetric, Job, Model, Prisma } from './generated/client.ts';
+import { readJobWithMetrics } from './job-with-metrics.ts';
 import { pageArgs, toPage, type Page, type PageRequest } from './pagination.ts';
 import { lockTenantQuotas, tenantUsage } from './usage.ts';
 
@@ -19,6 +20,8 @@ export interface JobFilters {
   status?: Job['status'] | undefined;
   datasetId?: string | undefined;
   createdAfter?: Date | undefined;
+  /** A sweep's trials. */
+  sweepId?: string | undefined;
 }
 
 export interface EpochMetricInput {
@@ -120,12 +123,18 @@ export class JobsRepository {
     return this.db.job.findFirst({ where: tenantId ? { id, tenantId } : { id }, include: { model: { select: { id: true } } } });
   }
 
+  /** A tenant's job with its epoch metrics, in one round trip (GET /v1/jobs/:id); null as `get`. */
+  getWithMetrics(id: string, tenantId: string): Promise<{ job: JobWithModel; metrics: EpochMetric[] } | null> {
+    return readJobWithMetrics(poolOf(this.db), id, tenantId);
+  }
+
   async list(tenantId: string, page: PageRequest, filters: JobFilters = {}): Promise<Page<JobWithModel>> {
     const rows = await this.db.job.findMany({
       where: {
         tenantId,
         ...(filters.status ? { status: filters.status } : {}),
         ...(filters.datasetId ? { datasetId: filters.datasetId } : {}),
+        ...(filters.sweepId ? { sweepId: filters.sweepId } : {}),
         ...(filters.createdAfter ? { createdAt: { gt: filters.createdAfter } } : {}),
       },
       include: { model: { select: { id: true } } },
@@ -299,6 +308,11 @@ export class JobsRepository {
   /** Where the run's time went and what ran it (shown on the job). */
   recordRun(id: string, lease: string, run: { timings: Record<string, number>; runtime: Record<string, string | null> }): Promise<void> {
     return this.updateOwned(id, lease, run);
+  }
+
+  /** The learning-rate range test of a job with learningRate "auto" (under the run's lease). */
+  recordLearningRateFinder(id: string, lease: string, finder: { suggested: number; chosen: number; curve: { lr: number; loss: number }[] }): Promise<void> {
+    return this.updateOwned(id, lease, { learningRateFinder: finder });
   }
 
   recordSkippedImages(id: string, lease: string, skippedImages: number): Promise<void> {

@@ -30,6 +30,13 @@ export class ModelsRepository {
     return toPage(rows, page.limit);
   }
 
+  /** Sets (a number in [0, 1]) or clears (null) the tenant's model's confidence threshold; null
+   * when the model is not the tenant's. */
+  async setConfidenceThreshold(tenantId: string, id: string, confidenceThreshold: number | null): Promise<Model | null> {
+    const updated = await this.db.model.updateMany({ where: { id, tenantId }, data: { confidenceThreshold } });
+    return updated.count === 1 ? this.get(tenantId, id) : null;
+  }
+
   /** Deletes the tenant's model row; returns it (its objects are the caller's to remove), or null. */
   async delete(tenantId: string, id: string): Promise<Model | null> {
     return this.db.$transaction(async (tx) => {

@@ -1,4 +1,5 @@
-import type { Db } from './client.ts';
+import { poolOf, type Db } from './client.ts';
+import { prismaTypes } from './pg-reads.ts';
 import type { ApiKey, Tenant } from './generated/client.ts';
 import type { ApiKeyRole } from './generated/enums.ts';
 import { pageArgs, toPage, type Page, type PageRequest } from './pagination.ts';
@@ -7,7 +8,12 @@ import { pageArgs, toPage, type Page, type PageRequest } from './pagination.ts';
 export const DEFAULT_TENANT_ID = '00000000-0000-4000-8000-000000000000';
 export const DEFAULT_TENANT_NAME = 'default';
 
-export type ApiKeyWithTenant = ApiKey & { tenant: Tenant };
+export type ApiKeyCredentials = Pick<ApiKey, 'id' | 'tenantId' | 'prefix' | 'keyHash' | 'role' | 'revokedAt'>;
+
+const CREDENTIALS_BY_PREFIX = {
+  name: 'finetune_api_key_credentials',
+  text: 'SELECT id, "tenantId", prefix, "keyHash", role, "revokedAt" FROM api_keys WHERE prefix = $1',
+};
 
 export interface TenantQuotasInput {
   quotaConcurrentJobs?: number | null;
@@ -58,9 +64,13 @@ export class ApiKeysRepository {
     return this.db.apiKey.create({ data });
   }
 
-  /** The key row for a prefix, with its tenant; revoked keys included (the caller refuses them). */
-  findByPrefix(prefix: string): Promise<ApiKeyWithTenant | null> {
-    return this.db.apiKey.findUnique({ where: { prefix }, include: { tenant: true } });
+  /**
+   * What authenticating a key needs, by its prefix; revoked keys included (the caller refuses
+   * them). Read on every request, so through one prepared statement rather than Prisma.
+   */
+  async credentialsByPrefix(prefix: string): Promise<ApiKeyCredentials | null> {
+    const result = await poolOf(this.db).query({ ...CREDENTIALS_BY_PREFIX, values: [prefix], types: prismaTypes });
+    return (result.rows[0] as ApiKeyCredentials | undefined) ?? null;
   }
 
   listForTenant(tenantId: string): Promise<ApiKey[]> {

@@ -9,6 +9,7 @@ interface UsageRow {
   dataset_bytes: bigint;
   model_bytes: bigint;
   checkpoint_bytes: bigint;
+  base_model_bytes: bigint;
   models: bigint;
 }
 
@@ -22,13 +23,15 @@ export async function tenantUsage(client: Client, tenantId: string): Promise<Ten
       (SELECT coalesce(sum("sizeBytes"), 0)::bigint FROM models WHERE "tenantId" = ${tenantId}::uuid) AS model_bytes,
       (SELECT coalesce(sum(c."sizeBytes"), 0)::bigint FROM checkpoints c JOIN jobs j ON j.id = c."jobId"
         WHERE j."tenantId" = ${tenantId}::uuid) AS checkpoint_bytes,
+      (SELECT coalesce(sum("sizeBytes"), 0)::bigint FROM base_models WHERE "tenantId" = ${tenantId}::uuid) AS base_model_bytes,
       (SELECT count(*) FROM models WHERE "tenantId" = ${tenantId}::uuid) AS models`;
   const datasets = Number(row!.dataset_bytes);
   const models = Number(row!.model_bytes);
   const checkpoints = Number(row!.checkpoint_bytes);
+  const baseModels = Number(row!.base_model_bytes);
   return {
     concurrentJobs: Number(row!.concurrent_jobs),
-    storedBytes: { datasets, models, checkpoints, total: datasets + models + checkpoints },
+    storedBytes: { datasets, models, checkpoints, baseModels, total: datasets + models + checkpoints + baseModels },
     models: Number(row!.models),
   };
 }

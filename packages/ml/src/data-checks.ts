@@ -115,7 +115,14 @@ const plural = (n: number, word: string) =>
 const quoteList = (names: string[], max = 10) =>
   names.slice(0, max).map((n) => JSON.stringify(n)).join(', ') + (names.length > max ? `, … (${names.length - max} more)` : '');
 
-/** Identical bytes: across classes (label noise), across train/val (leakage), within a class. */
+/** Leakage between two splits: held-out images whose bytes are also in the other split. */
+const LEAKAGE_CHECKS: { check: string; splits: [DatasetSplit, DatasetSplit]; consequence: string }[] = [
+  { check: 'train_val_leakage', splits: ['val', 'train'], consequence: 'validation scores would be inflated' },
+  { check: 'train_test_leakage', splits: ['test', 'train'], consequence: 'test scores would be inflated' },
+  { check: 'val_test_leakage', splits: ['test', 'val'], consequence: 'the test split is not independent of the data the best epoch and the calibration were chosen on' },
+];
+
+/** Identical bytes: across classes (label noise), across splits (leakage), within a class. */
 function exactDuplicates(input: DataCheckInput): Finding[] {
   const groups = new Map<string, DatasetEntry[]>();
   for (const e of input.entries) {
@@ -126,14 +133,17 @@ function exactDuplicates(input: DataCheckInput): Finding[] {
     else groups.set(sha, [e]);
   }
   const across: DatasetEntry[][] = [];
-  const leaked: DatasetEntry[][] = [];
+  const leaked = new Map<string, DatasetEntry[][]>(LEAKAGE_CHECKS.map((l) => [l.check, []]));
   const within: DatasetEntry[][] = [];
   for (const group of groups.values()) {
     if (group.length < 2) continue;
     const labels = new Set(group.map((e) => e.label));
     const splits = new Set<DatasetSplit>(group.map((e) => e.split));
     if (labels.size > 1) across.push(group);
-    if (splits.size > 1) leaked.push(group);
+    for (const { check, splits: [heldOut, other] } of LEAKAGE_CHECKS) {
+      // Only the copies in the two splits concerned are named.
+      if (splits.has(heldOut) && splits.has(other)) leaked.get(check)!.push(group.filter((e) => e.split === heldOut || e.split === other));
+    }
     if (labels.size === 1 && splits.size === 1) within.push(group);
   }
   const example = (group: DatasetEntry[]) => group.map((e) => e.path).join(' = ');
@@ -145,11 +155,13 @@ function exactDuplicates(input: DataCheckInput): Finding[] {
         `label noise — remove the wrong copies. E.g. ${example(across[0]!)}`,
       files(across)));
   }
-  if (leaked.length > 0) {
-    out.push(finding('train_val_leakage', 'blocking',
-      `${plural(leaked.length, 'image')} in val/ also appear${leaked.length === 1 ? 's' : ''} in train/ (identical bytes): ` +
-        `validation scores would be inflated. E.g. ${example(leaked[0]!)}`,
-      files(leaked)));
+  for (const { check, splits: [heldOut, other], consequence } of LEAKAGE_CHECKS) {
+    const groups = leaked.get(check)!;
+    if (groups.length === 0) continue;
+    out.push(finding(check, 'blocking',
+      `${plural(groups.length, 'image')} in ${heldOut}/ also appear${groups.length === 1 ? 's' : ''} in ${other}/ (identical bytes): ` +
+        `${consequence}. E.g. ${example(groups[0]!)}`,
+      files(groups)));
   }
   if (within.length > 0) {
     const extra = within.reduce((n, g) => n + g.length - 1, 0);
@@ -207,10 +219,10 @@ function nearDuplicates(input: DataCheckInput): Finding[] {
 
 function classSizes(input: DataCheckInput): Finding[] {
   const total = new Map<string, number>(input.classes.map((c) => [c, 0]));
-  const val = new Map<string, number>(input.classes.map((c) => [c, 0]));
+  const heldOut = { val: new Map<string, number>(), test: new Map<string, number>() };
   for (const e of input.entries) {
     total.set(e.label, (total.get(e.label) ?? 0) + 1);
-    if (e.split === 'val') val.set(e.label, (val.get(e.label) ?? 0) + 1);
+    if (e.split !== 'train') heldOut[e.split].set(e.label, (heldOut[e.split].get(e.label) ?? 0) + 1);
   }
   const out: Finding[] = [];
   const sizes = [...total.entries()].sort((a, b) => b[1] - a[1]);
@@ -230,11 +242,16 @@ function classSizes(input: DataCheckInput): Finding[] {
         input.entries.filter((e) => tiny.includes(e.label)).map((e) => e.path)));
     }
   } else {
-    const empty = input.classes.filter((c) => (val.get(c) ?? 0) === 0);
-    if (empty.length > 0) {
-      out.push(finding('empty_val_class', 'warning',
-        `${plural(empty.length, 'class')} ${empty.length === 1 ? 'has' : 'have'} no validation images in val/: ` +
-          `${quoteList(empty)}. Validation accuracy will not cover ${empty.length === 1 ? 'it' : 'them'}.`));
+    // A split archive without val/ (or test/) has that part drawn from train/ per job: nothing to check.
+    for (const [split, what] of [['val', 'Validation'], ['test', 'Test']] as const) {
+      const counts = heldOut[split];
+      if (counts.size === 0) continue;
+      const empty = input.classes.filter((c) => (counts.get(c) ?? 0) === 0);
+      if (empty.length > 0) {
+        out.push(finding(`empty_${split}_class`, 'warning',
+          `${plural(empty.length, 'class')} ${empty.length === 1 ? 'has' : 'have'} no ${what.toLowerCase()} images in ${split}/: ` +
+            `${quoteList(empty)}. ${what} accuracy will not cover ${empty.length === 1 ? 'it' : 'them'}.`));
+      }
     }
   }
   return out;
@@ -254,7 +271,7 @@ function skippedFiles(input: DataCheckInput): Finding[] {
   if (input.ignored > 0) {
     out.push(finding('ignored_files', 'info',
       `${plural(input.ignored, 'entry')} ${input.ignored === 1 ? 'was' : 'were'} not read: not an image by name, hidden, ` +
-        `__MACOSX, test/, a symlink, encrypted or unsupported compression.`));
+        `__MACOSX, a symlink, encrypted or unsupported compression.`));
   }
   return out;
 }

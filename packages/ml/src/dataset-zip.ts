@@ -4,8 +4,9 @@
 //
 // Accepted layouts (optionally wrapped in ONE top-level folder, e.g. `hymenoptera_data/…`):
 //   flat:   <class>/<image>                                   → every entry has split 'train'
-//   split:  train/<class>/<image> + val|validation/<class>/<image>   (a `test/` folder is ignored)
-// The first folder under the root (or under train/ val/) names the class; deeper subfolders are
+//   split:  train/<class>/<image> + val|validation/<class>/<image> + test/<class>/<image>
+//           (val/ and test/ optional; test/ is the held-out test split, never trained or selected on)
+// The first folder under the root (or under train/ val/ test/) names the class; deeper subfolders are
 // allowed and belong to that class (`cats/2019/a.jpg` → cats). Ambiguity, by design: an archive
 // whose images all sit at least two folders deep under a single top-level folder is read as
 // wrapped, so `cats/2019/a.jpg` + `cats/2020/b.jpg` alone means classes 2019 and 2020.
@@ -25,7 +26,7 @@ export interface ZipLimits {
   maxEntryBytes: number;
 }
 
-export type DatasetSplit = 'train' | 'val';
+export type DatasetSplit = 'train' | 'val' | 'test';
 
 export interface DatasetEntry {
   path: string;
@@ -39,7 +40,7 @@ export interface DatasetIndex {
   classes: string[];
   /** In archive order. */
   entries: DatasetEntry[];
-  /** Entries skipped without reading: folders excluded, non-images, dotfiles, __MACOSX, test/,
+  /** Entries skipped without reading: folders excluded, non-images, dotfiles, __MACOSX,
    *  symlinks, encrypted or unsupported-compression entries. */
   ignored: number;
 }
@@ -47,13 +48,13 @@ export interface DatasetIndex {
 export interface DatasetSummary {
   /** The index with `entries` filtered to the images that decoded. */
   index: DatasetIndex;
-  counts: { train: Record<string, number>; val: Record<string, number> };
+  counts: { train: Record<string, number>; val: Record<string, number>; test: Record<string, number> };
   skipped: { path: string; reason: string }[];
   /** Per decoded image (by path): content hashes, size, colour — the input of runDataChecks. */
   facts: Map<string, ImageFacts>;
 }
 
-const SPLIT_DIRS = new Map<string, DatasetSplit | 'test'>([
+const SPLIT_DIRS = new Map<string, DatasetSplit>([
   ['train', 'train'],
   ['val', 'val'],
   ['validation', 'val'],
@@ -259,10 +260,6 @@ function layoutOf(images: string[][], ignored: number): DatasetIndex {
     }
     for (const s of images) {
       const split = SPLIT_DIRS.get(s[0]!.toLowerCase())!;
-      if (split === 'test') {
-        ignored++;
-        continue;
-      }
       if (s.length < 3) {
         throw new DatasetError('unexpected_layout', `Image ${prefix}${s.join('/')} is not inside a class folder under ${s[0]}/`);
       }
@@ -272,9 +269,12 @@ function layoutOf(images: string[][], ignored: number): DatasetIndex {
       throw new DatasetError('unexpected_layout', 'Split archive has no images under train/');
     }
     const trainClasses = new Set(entries.filter((e) => e.split === 'train').map((e) => e.label));
-    const valOnly = [...new Set(entries.filter((e) => e.split === 'val' && !trainClasses.has(e.label)).map((e) => e.label))];
-    if (valOnly.length > 0) {
-      throw new DatasetError('unexpected_layout', `Classes present only in val/: ${valOnly.sort(byCodePoint).join(', ')}`);
+    // A class the model never trains on cannot be predicted: in val/ or test/ it only lowers scores.
+    for (const split of ['val', 'test'] as const) {
+      const heldOutOnly = [...new Set(entries.filter((e) => e.split === split && !trainClasses.has(e.label)).map((e) => e.label))];
+      if (heldOutOnly.length > 0) {
+        throw new DatasetError('unexpected_layout', `Classes present only in ${split}/: ${heldOutOnly.sort(byCodePoint).join(', ')}`);
+      }
     }
   }
 
@@ -393,14 +393,14 @@ export async function inspectDatasetZip(
   // ordinary classes here. Counted in Maps (an object literal would resolve those names to
   // Object.prototype's members and let an empty class through the check below), returned as
   // null-prototype records, on which every name is an own property.
-  const tally = { train: new Map<string, number>(), val: new Map<string, number>() };
+  const tally = { train: new Map<string, number>(), val: new Map<string, number>(), test: new Map<string, number>() };
   for (const e of entries) tally[e.split].set(e.label, (tally[e.split].get(e.label) ?? 0) + 1);
   const record = (split: Map<string, number>): Record<string, number> => {
     const out = Object.create(null) as Record<string, number>;
     for (const c of index.classes) out[c] = split.get(c) ?? 0;
     return out;
   };
-  const counts: DatasetSummary['counts'] = { train: record(tally.train), val: record(tally.val) };
+  const counts: DatasetSummary['counts'] = { train: record(tally.train), val: record(tally.val), test: record(tally.test) };
   const empty = index.classes.filter((c) => !tally.train.has(c));
   if (empty.length > 0) {
     throw new DatasetError('empty_class', `No decodable training images for class(es): ${empty.join(', ')}`);

@@ -35,8 +35,21 @@ export {
 export { convertToOnnx, type OnnxConversion } from './onnx/index.ts';
 export { mulberry32, type Random } from './random.ts';
 export { serializeModel, loadModelFromFiles, type SerializedModel } from './export.ts';
-export { predictImages, predictProbabilities, type Prediction } from './predict.ts';
+export { buildCustomBase, parseModelJson, checkWeightBytes, singleShardModelJson, type CustomBase, type CustomBaseFacts, type CustomBaseOptions, type ParsedModelJson } from './custom-base.ts';
+export { readBaseModelZip, type BaseModelFiles, type BaseModelZipLimits } from './base-model-zip.ts';
+export { predictImages, predictProbabilities, UNKNOWN_LABEL, type Prediction, type Scoring } from './predict.ts';
+export { probabilitiesFromEmbeddings } from './head-probabilities.ts';
 export { evaluateClassifier, type Evaluation, type ClassReport, type ConfidentError } from './evaluation.ts';
-export { stratifiedSplit } from './split.ts';
+export { stratifiedSplit, heldOutSplit } from './split.ts';
+export {
+  calibrate,
+  applyTemperature,
+  expectedCalibrationError,
+  fitTemperature,
+  TEMPERATURE_RANGE,
+  type CalibrationReport,
+  type CalibrationError,
+  type ReliabilityBin,
+} from './calibration.ts';
 export * from './training/index.ts';
 export { verifyGpu, GpuUnavailableError, TFJS_GPU_LIBRARIES } from './gpu.ts';

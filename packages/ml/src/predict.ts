@@ -1,8 +1,21 @@
 import type { tf } from './backend.ts';
+import { applyTemperature } from './calibration.ts';
 import { forwardImages } from './inference/runner.ts';
 
+/** The label a prediction gets when its top score is below the confidence threshold. */
+export const UNKNOWN_LABEL = 'unknown';
+
+export interface Scoring {
+  /** Temperature fitted on the validation split: scores are softmax(logits / T). Default 1. */
+  temperature?: number;
+  /** Below this top score the prediction's label is UNKNOWN_LABEL (its `top` stays). */
+  threshold?: number | null;
+}
+
 export interface Prediction {
+  /** The top class, or UNKNOWN_LABEL when its score is below the threshold. */
   label: string;
+  /** The top class's score (also when the label is UNKNOWN_LABEL). */
   score: number;
   /** The topK classes, highest score first (top[0] is label/score). */
   top: { label: string; score: number }[];
@@ -11,7 +24,7 @@ export interface Prediction {
 /**
  * Classifies decoded images (inputSize×inputSize×3 floats in [0, 1]) with a composed model
  * whose output is class probabilities in `labels` order. ONNX Runtime or tfjs runs it (see
- * inference/runner.ts).
+ * inference/runner.ts). `scoring` calibrates the scores and applies a confidence threshold.
  */
 export async function predictImages(
   model: tf.LayersModel,
@@ -20,20 +33,24 @@ export async function predictImages(
   labels: string[],
   topK = 3,
   batchSize = 16,
+  scoring: Scoring = {},
 ): Promise<Prediction[]> {
   const pixels = inputSize * inputSize * 3;
   images.forEach((img, i) => {
     if (img.length !== pixels) throw new Error(`image ${i} has ${img.length} values; expected ${pixels}`);
   });
-  const { output: values, shape } = await forwardImages(model, images, { batchSize });
+  const { output, shape } = await forwardImages(model, images, { batchSize });
   if (shape.length !== 1 || shape[0] !== labels.length) throw new Error(`model outputs shape [N, ${shape}] but ${labels.length} labels were given`);
   const k = Math.max(1, Math.min(topK, labels.length));
   const c = labels.length;
+  const values = applyTemperature(output, c, scoring.temperature ?? 1);
+  const threshold = scoring.threshold ?? null;
   return images.map((_, j) => {
     const row = Array.from(values.subarray(j * c, (j + 1) * c), (score, i) => ({ label: labels[i]!, score, i }));
     row.sort((a, b) => b.score - a.score || a.i - b.i);
     const top = row.slice(0, k).map(({ label, score }) => ({ label, score }));
-    return { label: top[0]!.label, score: top[0]!.score, top };
+    const { label, score } = top[0]!;
+    return { label: threshold !== null && score < threshold ? UNKNOWN_LABEL : label, score, top };
   });
 }
 

@@ -26,7 +26,7 @@ function input(spec: { path: string; sha?: string; dhash?: string; w?: number; h
   const facts = new Map<string, ImageFacts>();
   for (const s of spec) {
     const parts = s.path.split('/');
-    const split = layout === 'split' ? (parts[0] === 'val' ? 'val' : 'train') : 'train';
+    const split = layout === 'split' ? (parts[0] === 'val' || parts[0] === 'test' ? parts[0] : 'train') : 'train';
     const label = layout === 'split' ? parts[1]! : parts[0]!;
     entries.push({ path: s.path, label, split });
     const id = n++;
@@ -75,6 +75,39 @@ describe('runDataChecks', () => {
       files: ['train/a/1.png', 'val/a/9.png'],
     });
     expect(checks(report)).not.toContain('blocking:duplicate_across_classes');
+  });
+
+  it('blocks train/test and val/test leakage, naming the copies in the two splits concerned', () => {
+    const report = runDataChecks(input([
+      { path: 'train/a/1.png', sha: 'train-test' },
+      { path: 'train/b/1.png' },
+      { path: 'val/a/2.png', sha: 'val-test' },
+      { path: 'val/b/2.png' },
+      { path: 'test/a/3.png', sha: 'train-test' },
+      { path: 'test/a/4.png', sha: 'val-test' },
+      { path: 'test/b/5.png' },
+    ], 'split'));
+    expect(report.findings.find((f) => f.check === 'train_test_leakage')).toMatchObject({
+      severity: 'blocking',
+      files: ['train/a/1.png', 'test/a/3.png'],
+      fileCount: 2,
+    });
+    expect(report.findings.find((f) => f.check === 'train_test_leakage')!.message).toContain('in test/ also appears in train/');
+    expect(report.findings.find((f) => f.check === 'val_test_leakage')).toMatchObject({
+      severity: 'blocking',
+      files: ['val/a/2.png', 'test/a/4.png'],
+    });
+    expect(checks(report)).not.toContain('blocking:train_val_leakage');
+    expect(checks(report)).not.toContain('warning:duplicate_within_class');
+  });
+
+  it('warns about a class missing from test/, and about no held-out folder that is absent', () => {
+    const report = runDataChecks(input([{ path: 'train/a/1.png' }, { path: 'train/b/1.png' }, { path: 'test/a/2.png' }], 'split'));
+    expect(report.findings.find((f) => f.check === 'empty_test_class')?.message).toBe(
+      '1 class has no test images in test/: "b". Test accuracy will not cover it.',
+    );
+    // No val/ folder: validation is drawn from train/ per job, so no class lacks it.
+    expect(checks(report)).not.toContain('warning:empty_val_class');
   });
 
   it('caps the files of a finding and keeps the full count', () => {

@@ -52,13 +52,14 @@ describe('indexDatasetZip: layouts', () => {
     expect(index.ignored).toBe(4);
   });
 
-  it('reads a train/ + validation/ split archive and ignores test/', async () => {
+  it('reads a train/ + validation/ + test/ split archive: test/ is the test split', async () => {
     const zip = writeZip({
       'train/a/1.png': red,
       'train/b/1.png': blue,
       'validation/a/2.png': red,
       'val/b/2.png': blue,
       'test/a/3.png': red,
+      'Test/b/sub/4.png': blue,
     });
     const index = await indexDatasetZip(zip, LIMITS);
     expect(index.layout).toBe('split');
@@ -68,8 +69,26 @@ describe('indexDatasetZip: layouts', () => {
       ['train/b/1.png', 'b', 'train'],
       ['validation/a/2.png', 'a', 'val'],
       ['val/b/2.png', 'b', 'val'],
+      ['test/a/3.png', 'a', 'test'],
+      ['Test/b/sub/4.png', 'b', 'test'],
     ]);
-    expect(index.ignored).toBe(1);
+    expect(index.ignored).toBe(0);
+  });
+
+  it('reads train/ + test/ without val/, and refuses a class found only in test/', async () => {
+    const index = await indexDatasetZip(writeZip({ 'train/a/1.png': red, 'train/b/1.png': blue, 'test/b/2.png': blue }), LIMITS);
+    expect(index.entries.map((e) => e.split)).toEqual(['train', 'train', 'test']);
+    const error = await expectCode(
+      indexDatasetZip(writeZip({ 'train/a/1.png': red, 'train/b/1.png': blue, 'test/c/2.png': blue }), LIMITS),
+      'unexpected_layout',
+    );
+    expect(error.message).toBe('Classes present only in test/: c');
+  });
+
+  it('counts the test split per class when inspecting', async () => {
+    const zip = writeZip({ 'train/a/1.png': red, 'train/b/1.png': blue, 'val/a/2.png': red, 'test/a/3.png': red, 'test/b/4.png': blue, 'test/b/5.png': blue });
+    const summary = await inspectDatasetZip(zip, { ...LIMITS, maxPixels: 1e8 });
+    expect(summary.counts).toEqual({ train: { a: 1, b: 1 }, val: { a: 1, b: 0 }, test: { a: 1, b: 2 } });
   });
 
   it('unwraps one top-level folder (split and flat)', async () => {
@@ -231,7 +250,7 @@ describe('inspectDatasetZip', () => {
     });
     const summary = await inspectDatasetZip(zip, { ...LIMITS, maxPixels: 1_000_000 });
     expect(summary.index.layout).toBe('split');
-    expect(summary.counts).toEqual({ train: { a: 2, b: 1 }, val: { a: 1, b: 2 } });
+    expect(summary.counts).toEqual({ train: { a: 2, b: 1 }, val: { a: 1, b: 2 }, test: { a: 0, b: 0 } });
     expect(summary.skipped.map((s) => s.path)).toEqual(['set/train/a/bad.png', 'set/train/a/truncated.jpg', 'set/train/b/huge.png']);
     expect(summary.skipped.find((s) => s.path.endsWith('huge.png'))?.reason).toMatch(/pixel limit/);
     expect(summary.index.entries).toHaveLength(6);

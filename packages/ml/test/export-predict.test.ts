@@ -87,6 +87,21 @@ describe('serializeModel + loadModelFromFiles + predictImages', () => {
       expect(p.score).toBeCloseTo(Math.max(...row), 6);
       expect(p.label).toBe(['a', 'b', 'c'][row.indexOf(Math.max(...row))]);
     }
+
+    // Calibrated: softmax(log p / T) per row, the same ranking; a threshold above the top score
+    // makes the label "unknown" and keeps the scores.
+    const temperature = 2.5;
+    const calibrated = await predictImages(loaded, images, 28, ['a', 'b', 'c'], 3, 16, { temperature, threshold: 0.99 });
+    for (const [i, p] of calibrated.entries()) {
+      const row = Array.from(expected.subarray(i * 3, i * 3 + 3), (v) => Math.pow(v, 1 / temperature));
+      const sum = row.reduce((a, b) => a + b, 0);
+      expect(p.score).toBeCloseTo(Math.max(...row) / sum, 5);
+      expect(p.top[0]!.label).toBe(preds[i]!.label);
+      expect(p.label).toBe('unknown');
+    }
+    const unthresholded = await predictImages(loaded, images, 28, ['a', 'b', 'c'], 3, 16, { temperature, threshold: 0 });
+    expect(unthresholded.map((p) => p.label)).toEqual(preds.map((p) => p.label));
+    expect(tf.memory().numTensors).toBe(before);
     await expect(predictImages(loaded, [images[0]!], 28, ['x', 'y'])).rejects.toThrow(/2 labels/);
     await expect(predictImages(loaded, [new Float32Array(3)], 28, ['x', 'y', 'z'])).rejects.toThrow(/expected/);
     [clf, loaded].forEach((m) => m.dispose());

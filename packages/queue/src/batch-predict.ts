@@ -1,6 +1,6 @@
 import { Queue, QueueEvents, Worker, type Job, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { createWorkerConnection, untilConnected, type DeliverySettings, type QueueSettings } from './index.ts';
+import { createQueueWorker, createWorkerConnection, untilConnected, type DeliverySettings, type QueueSettings, type WorkerSettings } from './index.ts';
 
 // Batch prediction has a queue of its own: a long training run never holds up a batch (and the
 // other way round), and each gets its own concurrency. Postgres keeps the state users read.
@@ -59,23 +59,8 @@ export class BatchPredictQueue {
   }
 }
 
-export function createBatchPredictWorker(
-  processor: Processor<BatchPredictPayload, unknown, 'batch-predict'>,
-  settings: QueueSettings & { concurrency: number; lockDurationMs: number },
-): Worker<BatchPredictPayload, unknown, 'batch-predict'> {
-  const connection = createWorkerConnection(settings.redisUrl);
-  const worker = new Worker(BATCH_PREDICT_QUEUE, processor, {
-    connection,
-    prefix: settings.prefix,
-    concurrency: settings.concurrency,
-    // Inference yields to the event loop between batches, so locks are renewed on time; a worker
-    // that dies loses its lock and the run is redelivered (and starts over).
-    lockDuration: settings.lockDurationMs,
-    stalledInterval: settings.lockDurationMs,
-    maxStalledCount: 2,
-  });
-  worker.on('closed', () => connection.disconnect());
-  return worker;
+export function createBatchPredictWorker(processor: Processor<BatchPredictPayload, unknown, 'batch-predict'>, settings: WorkerSettings): Worker<BatchPredictPayload, unknown, 'batch-predict'> {
+  return createQueueWorker(BATCH_PREDICT_QUEUE, processor, settings);
 }
 
 /** The queue's global events: a run BullMQ gave up on (stalled too often) must still end failed. */

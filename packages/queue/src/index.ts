@@ -172,17 +172,20 @@ export class TrainingQueue {
   }
 }
 
-export function createTrainingWorker(
-  processor: Processor<JobPayloads['train'], unknown, 'train'>,
-  settings: QueueSettings & { concurrency: number; lockDurationMs: number },
-): Worker<JobPayloads['train'], unknown, 'train'> {
+export type WorkerSettings = QueueSettings & { concurrency: number; lockDurationMs: number };
+
+/**
+ * A BullMQ worker of one of our queues, on a connection of its own. Every consumer keeps its
+ * event loop free while it works (training runs in a child process; inference and downloads
+ * yield between batches), so the lock is renewed every half `lockDurationMs` and only has to
+ * outlast a short pause; a worker that dies loses it, and the job is redelivered (twice at most).
+ */
+export function createQueueWorker<Data, Name extends string>(queue: string, processor: Processor<Data, unknown, Name>, settings: WorkerSettings): Worker<Data, unknown, Name> {
   const connection = createWorkerConnection(settings.redisUrl);
-  const worker = new Worker(TRAINING_QUEUE, processor, {
+  const worker = new Worker<Data, unknown, Name>(queue, processor, {
     connection,
     prefix: settings.prefix,
     concurrency: settings.concurrency,
-    // Training runs in a child process, so this event loop stays free to renew locks (every
-    // half lock duration); the lock only has to outlast a short pause, not a training run.
     lockDuration: settings.lockDurationMs,
     stalledInterval: settings.lockDurationMs,
     maxStalledCount: 2,
@@ -190,6 +193,10 @@ export function createTrainingWorker(
   // BullMQ does not close a connection it was handed; this one is ours alone.
   worker.on('closed', () => connection.disconnect());
   return worker;
+}
+
+export function createTrainingWorker(processor: Processor<JobPayloads['train'], unknown, 'train'>, settings: WorkerSettings): Worker<JobPayloads['train'], unknown, 'train'> {
+  return createQueueWorker(TRAINING_QUEUE, processor, settings);
 }
 
 export { UnrecoverableError } from 'bullmq';
@@ -217,3 +224,11 @@ export {
   type BatchPredictJob,
   type BatchPredictPayload,
 } from './batch-predict.ts';
+export {
+  BASE_MODEL_FETCH_QUEUE,
+  BaseModelFetchQueue,
+  createBaseModelFetchWorker,
+  type BaseModelFetchJob,
+  type BaseModelFetchPayload,
+} from './base-model-fetch.ts';
+export { deleteKeysWithPrefix } from './key-cleanup.ts';

@@ -369,6 +369,9 @@ export const keys = {
   embeddingCacheTenantPrefix: (tenantId: string): string => `cache/embeddings/${segment('tenantId', tenantId)}/`,
   embeddingCachePrefix: (tenantId: string, baseModel: string, datasetId: string): string =>
     `${keys.embeddingCacheTenantPrefix(tenantId)}${segment('baseModel', baseModel)}/${segment('datasetId', datasetId)}/`,
+  /** A custom base's files: model.json and weights.bin (its shards concatenated in manifest order). */
+  baseModelPrefix: (baseModelId: string): string => `base-models/${segment('baseModelId', baseModelId)}/`,
+  baseModelFile: (baseModelId: string, file: 'model.json' | 'weights.bin'): string => `${keys.baseModelPrefix(baseModelId)}${file}`,
   batchPredictionPrefix: (id: string): string => `batch-predictions/${segment('batchPredictionId', id)}/`,
   /** JSON Lines, one per image, written in one upload when the run ends. */
   batchPredictionResults: (id: string): string => `${keys.batchPredictionPrefix(id)}results.jsonl`,

@@ -8,6 +8,10 @@
 
 /** As many classes as the API's /predict lists in `top`. */
 const TOP_K = 5;
+/** The label below the confidence threshold, as /predict answers. */
+const UNKNOWN = 'unknown';
+/** Probabilities that underflowed to 0 get this floor before the log, as the API does. */
+const PROBABILITY_FLOOR = 1e-45;
 
 const $ = (id) => document.getElementById(id);
 const statusLine = $('status');
@@ -91,10 +95,22 @@ function coverCrop(width, height, size) {
   return width >= height ? [offset, 0, short] : [0, offset, short];
 }
 
+/**
+ * Temperature scaling fitted on the validation split (metadata.calibration): softmax(log p / T),
+ * computed as the API computes it, so the page shows the same calibrated scores as /predict.
+ */
+function calibrated(probabilities, temperature) {
+  if (!temperature || temperature === 1) return probabilities;
+  const logits = Array.from(probabilities, (p) => Math.log(Math.max(p, PROBABILITY_FLOOR)) / temperature);
+  const max = Math.max(...logits);
+  const sum = logits.reduce((s, z) => s + Math.exp(z - max), 0);
+  return Float32Array.from(logits, (z) => Math.exp(z - max) / sum);
+}
+
 /** Scores, best first (ties by label order, as the API ranks them). */
-async function classify({ model, labels, size }, image) {
+async function classify({ model, labels, size, metadata }, image) {
   const output = tf.tidy(() => model.predict(tf.tensor4d(image, [1, size, size, 3])));
-  const scores = await output.data();
+  const scores = calibrated(await output.data(), metadata.calibration?.temperature);
   output.dispose();
   return Array.from(scores, (score, i) => ({ label: labels[i], score, i }))
     .sort((a, b) => b.score - a.score || a.i - b.i)
@@ -103,8 +119,13 @@ async function classify({ model, labels, size }, image) {
 
 const percent = (score) => `${(score * 100).toFixed(1)} %`;
 
-function show(top) {
-  $('top-label').textContent = top[0].label;
+/** The answer's label: the top class, or "unknown" below the model's confidence threshold. */
+function answer(top, threshold) {
+  return typeof threshold === 'number' && top[0].score < threshold ? UNKNOWN : top[0].label;
+}
+
+function show(top, label) {
+  $('top-label').textContent = label;
   const topScore = $('top-score');
   topScore.value = String(top[0].score);
   topScore.textContent = percent(top[0].score);
@@ -140,6 +161,8 @@ async function main() {
   const about = [`${labels.length} classes`, `${size} × ${size} input`];
   if (metadata.baseModel) about.push(`fine-tuned from ${metadata.baseModel}`);
   if (typeof metadata.evaluation?.accuracy === 'number') about.push(`validation accuracy ${percent(metadata.evaluation.accuracy)}`);
+  if (typeof metadata.testEvaluation?.accuracy === 'number') about.push(`test accuracy ${percent(metadata.testEvaluation.accuracy)}`);
+  if (typeof metadata.confidenceThreshold === 'number') about.push(`"${UNKNOWN}" below ${percent(metadata.confidenceThreshold)}`);
   $('about').textContent = `${about.join(', ')}. Runs in this browser with TensorFlow.js ${tf.version.tfjs} (${tf.getBackend()}); images never leave the page.`;
 
   // Only the newest image's answer is shown, however the predictions finish.
@@ -151,8 +174,9 @@ async function main() {
     try {
       const top = await classify(loaded, await pixels(file, size));
       if (ticket !== latest) return;
-      show(top);
-      say(`${file.name}: ${top[0].label}`);
+      const label = answer(top, metadata.confidenceThreshold);
+      show(top, label);
+      say(`${file.name}: ${label}`);
     } catch (error) {
       if (ticket === latest) say(`${file.name} could not be classified: ${error.message}`, { error: true });
     }

@@ -70,7 +70,7 @@ export function authenticate(options: AuthOptions) {
       caller = { tenantId: DEFAULT_TENANT_ID, keyId: null, keyPrefix: adminPrefix!, role: 'admin' };
     } else {
       const prefix = keyPrefix(key);
-      const row = prefix ? await options.apiKeys.findByPrefix(prefix) : null;
+      const row = prefix ? await options.apiKeys.credentialsByPrefix(prefix) : null;
       // Compared even when revoked, so both answers take the same time.
       if (row && sameHash(hash, Buffer.from(row.keyHash, 'hex')) && row.revokedAt === null) {
         caller = { tenantId: row.tenantId, keyId: row.id, keyPrefix: row.prefix, role: row.role };

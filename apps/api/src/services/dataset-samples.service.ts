@@ -93,7 +93,7 @@ export class SampleArchives {
       // cannot fail on a stored dataset short of corruption.
       const index = await indexDatasetZip(zipPath, datasetZipLimits(this.deps.config.limits));
       const byClass = new Map<string, DatasetEntry[]>();
-      const ordered = [...index.entries.filter((e) => e.split === 'train'), ...index.entries.filter((e) => e.split === 'val')];
+      const ordered = (['train', 'val', 'test'] as const).flatMap((split) => index.entries.filter((e) => e.split === split));
       for (const entry of ordered) byClass.set(entry.label, [...(byClass.get(entry.label) ?? []), entry]);
       return { dir, zipPath, byClass, paths: new Set(index.entries.map((e) => e.path)) };
     } catch (error) {

@@ -14,6 +14,8 @@ import type { AppDeps } from '../deps.ts';
 export interface DatasetCounts {
   train: Record<string, number>;
   val: Record<string, number>;
+  /** Absent on datasets uploaded before the test split existed (their test/ was not read). */
+  test?: Record<string, number>;
   skipped: number;
   ignored: number;
   skippedFiles: { path: string; reason: string }[];
@@ -129,6 +131,7 @@ export async function createDataset(deps: AppDeps, tenantId: string, staged: Sta
   const counts: DatasetCounts = {
     train: summary.counts.train,
     val: summary.counts.val,
+    test: summary.counts.test,
     skipped: summary.skipped.length,
     ignored: summary.index.ignored,
     // Enough to tell the user what went wrong without storing a list as long as the archive.
@@ -200,7 +203,7 @@ export function presentDataset(dataset: Dataset) {
     status: dataset.status,
     layout: dataset.layout,
     classes: dataset.classes,
-    counts: { ...counts, images: total(counts.train) + total(counts.val) },
+    counts: { ...counts, test: counts.test ?? {}, images: total(counts.train) + total(counts.val) + total(counts.test ?? {}) },
     sizeBytes: Number(dataset.sizeBytes),
     sha256: dataset.sha256,
     report: report ? { blocking: report.summary.blocking, warnings: report.summary.warnings } : null,

@@ -13,7 +13,7 @@ import {
   type JobSpecInput,
   type Strategy,
 } from '@finetune/core';
-import type { Checkpoint, Dataset, EpochMetric, Job, JobWithModel } from '@finetune/db';
+import { BaseModelsRepository, type Checkpoint, type Dataset, type EpochMetric, type Job, type JobWithModel } from '@finetune/db';
 import type { DataReport } from '@finetune/ml';
 import { keys } from '@finetune/storage';
 import type { AppDeps } from '../deps.ts';
@@ -25,7 +25,7 @@ const NEEDS_PRETRAINED = new Set<Strategy>(['feature_extraction', 'fine_tune', '
  * Checks what the schema cannot: cross-field rules (400), and rules that depend on stored
  * state — the base model, the dataset's classes and validation data (422).
  */
-async function checkSpec(deps: AppDeps, tenantId: string, spec: JobSpec): Promise<Dataset> {
+export async function checkSpec(deps: AppDeps, tenantId: string, spec: JobSpec): Promise<Dataset> {
   const problems = specProblems(spec);
   if (problems.length > 0) throw new DomainError('invalid_spec', problems.join('; '), 400);
 
@@ -39,6 +39,13 @@ async function checkSpec(deps: AppDeps, tenantId: string, spec: JobSpec): Promis
         `"${spec.baseModel}" has no pretrained weights, so strategy "${spec.strategy}" has nothing to transfer; use strategy "scratch"`,
         422,
       );
+    }
+  } else if ('baseModelId' in spec.baseModel) {
+    // A custom base: the tenant's own, and validated (a pending or failed one cannot train).
+    const custom = await new BaseModelsRepository(deps.db).get(tenantId, spec.baseModel.baseModelId);
+    if (!custom) throw new DomainError('unknown_base_model', `base model ${spec.baseModel.baseModelId} (baseModel.baseModelId) does not exist`, 422);
+    if (custom.status !== 'ready') {
+      throw new DomainError('base_model_not_ready', `base model ${custom.id} is ${custom.status}${custom.errorCode ? ` (${custom.errorCode})` : ''}; only a ready base can train`, 422);
     }
   } else if (!(await deps.models.get(tenantId, spec.baseModel.modelId))) {
     throw new DomainError('unknown_model', `model ${spec.baseModel.modelId} (baseModel.modelId) does not exist`, 422);
@@ -56,6 +63,7 @@ async function checkSpec(deps: AppDeps, tenantId: string, spec: JobSpec): Promis
   if (earlyStopping?.monitor.startsWith('val_') && dataset.layout !== 'split' && validationSplit === 0) {
     throw new DomainError('no_validation_data', `earlyStopping.monitor ${earlyStopping.monitor} needs validation data`, 422);
   }
+  await deps.memoryFit.check(spec, dataset.classes.length);
   return dataset;
 }
 
@@ -63,7 +71,7 @@ async function checkSpec(deps: AppDeps, tenantId: string, spec: JobSpec): Promis
  * The dataset's blocking data-check findings (label noise, leakage): warnings on the job, or —
  * with `strictDataChecks` — a 422 before anything is created.
  */
-function dataWarnings(dataset: Dataset, spec: JobSpec): JobWarning[] {
+export function dataWarnings(dataset: Dataset, spec: JobSpec): JobWarning[] {
   const report = dataset.report as unknown as DataReport | null;
   const blocking = (report?.findings ?? []).filter((f) => f.severity === 'blocking');
   const warnings = blocking.map(({ check, severity, message, fileCount }) => ({ check, severity, message, fileCount }));
@@ -150,6 +158,13 @@ export async function getJob(deps: AppDeps, tenantId: string, id: string): Promi
   return job;
 }
 
+/** GET /v1/jobs/:id: the job and its epoch metrics, read together. */
+export async function getJobWithMetrics(deps: AppDeps, tenantId: string, id: string): Promise<{ job: JobWithModel; metrics: EpochMetric[] }> {
+  const found = await deps.jobs.getWithMetrics(id, tenantId);
+  if (!found) throw new NotFoundError('job', id);
+  return found;
+}
+
 export async function cancelJob(deps: AppDeps, tenantId: string, id: string): Promise<JobWithModel> {
   const outcome = await deps.jobs.requestCancel(tenantId, id);
   if (!outcome) throw new NotFoundError('job', id);
@@ -218,6 +233,7 @@ export function presentJob(job: JobWithModel, metrics: EpochMetric[]) {
     modelId: job.model?.id ?? null,
     skippedImages: job.skippedImages,
     microBatchSize: job.microBatchSize,
+    learningRateFinder: job.learningRateFinder,
     // Blocking data-check findings of the dataset when the job was created.
     warnings: (job.warnings as JobWarning[] | null) ?? [],
     // The latest run's phases, plus how long the job waited for its first run.
@@ -225,7 +241,10 @@ export function presentJob(job: JobWithModel, metrics: EpochMetric[]) {
     runtime: job.runtime,
     embeddingCache: job.embeddingCacheHit === null ? null : job.embeddingCacheHit ? 'reused' : 'computed',
     stoppedEarly: job.stoppedEarly,
-    stopReason: job.stopReason,
+    // A trial ASHA ranked out ends canceled; the reason says it was the sweep, not the user.
+    stopReason: job.ashaStopped && job.status === 'canceled' ? 'asha_stopped' : job.stopReason,
+    sweepId: job.sweepId,
+    trialNumber: job.trialNumber,
     attempts: job.attempts,
     runs: job.runs,
     cancelRequested: job.cancelRequested,

@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import yazl from 'yazl';
 import { DomainError, isDomainError, NotFoundError } from '@finetune/core';
 import type { Model } from '@finetune/db';
-import { decodeImage, predictImages } from '@finetune/ml';
+import { decodeImage, predictImages, type CalibrationReport } from '@finetune/ml';
 import { keys } from '@finetune/storage';
 import type { AppDeps } from '../deps.ts';
 import { MODEL_PAGE_FILES } from '../model-page/index.ts';
@@ -30,11 +30,18 @@ export function presentModel(model: Model) {
     inputSize: model.inputSize,
     input: { shape: [null, model.inputSize, model.inputSize, 3], scale: '[0, 1] (pixel / 255), RGB' },
     metrics: model.metrics,
+    // Validation (what the best epoch was chosen on) and test (held out from every choice) apart.
     evaluation: model.evaluation,
-    // compareWithScratch: accuracy minus the scratch baseline's, on the same validation split.
-    // Negative means the pretrained start did worse than random initialisation.
+    testEvaluation: model.testEvaluation,
+    evaluationNote: model.evaluationNote,
+    calibration: model.calibration as unknown as CalibrationReport | null,
+    confidenceThreshold: model.confidenceThreshold,
+    // compareWithScratch: accuracy minus the scratch baseline's, on the same held-out split
+    // (test when there is one). Negative means the pretrained start did worse than random
+    // initialisation. Models from before the split was recorded measured it on validation.
     scratchAccuracy: model.scratchAccuracy,
     transferGain: model.transferGain,
+    transferGainSplit: (model.transferGainSplit ?? (model.transferGain === null ? null : 'validation')) as 'test' | 'validation' | null,
     negativeTransfer: model.transferGain === null ? null : model.transferGain < 0,
     files: DOWNLOAD_FILES,
     sizeBytes: Number(model.sizeBytes),
@@ -53,14 +60,31 @@ export async function deleteModel(deps: AppDeps, cache: ModelCache, tenantId: st
   await deps.store.deletePrefix(model.storagePrefix);
 }
 
+/** Sets or clears (null) a model's confidence threshold; another tenant's model is a 404. */
+export async function setConfidenceThreshold(deps: AppDeps, tenantId: string, id: string, threshold: number | null): Promise<Model> {
+  const model = await deps.models.setConfidenceThreshold(tenantId, id, threshold);
+  if (!model) throw new NotFoundError('model', id);
+  return model;
+}
+
 /**
  * A zip of the model's files, streamed from S3 entry by entry (never whole in memory), and of the
  * page that classifies images with them in a browser (read from disk as the zip is written).
+ * metadata.json, written at training, gets the model's current confidence threshold (it can
+ * change after training), so the page answers "unknown" where /predict does.
  */
 export async function downloadModel(deps: AppDeps, tenantId: string, id: string): Promise<Readable> {
   const model = await getModel(deps, tenantId, id);
   const zip = new yazl.ZipFile();
   for (const file of MODEL_FILES) {
+    if (file === 'metadata.json') {
+      const stored = await deps.store.getBuffer(keys.modelFile(model.id, file));
+      const metadata = JSON.parse(stored.toString('utf8')) as Record<string, unknown>;
+      // Unchanged since training: the stored bytes, exactly as counted in the model's size.
+      const current = (metadata.confidenceThreshold ?? null) === model.confidenceThreshold;
+      zip.addBuffer(current ? stored : Buffer.from(JSON.stringify({ ...metadata, confidenceThreshold: model.confidenceThreshold }, null, 2)), file);
+      continue;
+    }
     const stream = await deps.store.getStream(keys.modelFile(model.id, file));
     zip.addReadStream(stream, file, { compress: file !== 'weights.bin' });
   }
@@ -71,7 +95,12 @@ export async function downloadModel(deps: AppDeps, tenantId: string, id: string)
 
 export const MAX_PREDICT_INSTANCES = 32;
 
-export async function predict(deps: AppDeps, cache: ModelCache, tenantId: string, id: string, images: Buffer[]) {
+/**
+ * Classifies up to MAX_PREDICT_INSTANCES images. Scores are calibrated (the model's temperature,
+ * when it has one); below `threshold` — the request's, else the model's confidenceThreshold — a
+ * prediction's label is "unknown".
+ */
+export async function predict(deps: AppDeps, cache: ModelCache, tenantId: string, id: string, images: Buffer[], threshold?: number) {
   const timer = cache.metrics?.predictSeconds.startTimer();
   const model = await getModel(deps, tenantId, id);
   if (images.length === 0) throw new DomainError('no_instances', 'send one image (multipart field "file") or {"instances": [{"b64": …}]}', 400);
@@ -93,7 +122,9 @@ export async function predict(deps: AppDeps, cache: ModelCache, tenantId: string
     modelJson: await deps.store.getBuffer(keys.modelFile(model.id, 'model.json')),
     weights: await deps.store.getBuffer(keys.modelFile(model.id, 'weights.bin')),
   }));
-  const predictions = await predictImages(layers, pixels, model.inputSize, model.labels, Math.min(5, model.labels.length));
+  const temperature = (model.calibration as { temperature?: number } | null)?.temperature ?? 1;
+  const scoring = { temperature, threshold: threshold ?? model.confidenceThreshold };
+  const predictions = await predictImages(layers, pixels, model.inputSize, model.labels, Math.min(5, model.labels.length), undefined, scoring);
   timer?.();
   return predictions;
 }

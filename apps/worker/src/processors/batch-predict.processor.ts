@@ -136,6 +136,8 @@ async function runBatch(deps: Deps, row: BatchPrediction, lease: string, workDir
     await store.getBuffer(keys.modelFile(model.id, 'model.json')),
     await store.getBuffer(keys.modelFile(model.id, 'weights.bin')),
   );
+  // Scored as POST /v1/models/:id/predict scores: calibrated, "unknown" below the model's threshold.
+  const scoring = { temperature: (model.calibration as { temperature?: number } | null)?.temperature ?? 1, threshold: model.confidenceThreshold };
   const resultsPath = join(workDir, 'results.jsonl');
   const out = createWriteStream(resultsPath);
   const write = async (line: object) => {
@@ -158,7 +160,7 @@ async function runBatch(deps: Deps, row: BatchPrediction, lease: string, workDir
       }),
     );
     const images = decoded.flatMap((d) => ('pixels' in d && d.pixels ? [d.pixels] : []));
-    const predictions = images.length > 0 ? await predictImages(net, images, model.inputSize, model.labels, Math.min(TOP_K, model.labels.length)) : [];
+    const predictions = images.length > 0 ? await predictImages(net, images, model.inputSize, model.labels, Math.min(TOP_K, model.labels.length), undefined, scoring) : [];
     let next = 0;
     for (const d of decoded) {
       if ('pixels' in d) await write({ path: d.path, ...predictions[next++]! });

@@ -6,10 +6,15 @@ import { UnrecoverableError, WaitingError, type TrainingJob } from '@finetune/qu
 import { keys, type ObjectStore } from '@finetune/storage';
 import type { ChildMessage, ParentMessage, TrainingOutcome, TrainingProgress } from '../training/messages.ts';
 import type { FinalStatus, WorkerMetrics } from '../metrics/index.ts';
+import { WarmChildren, type TrainingChild } from './warm-children.ts';
 
-const CHILD_ENTRY = fileURLToPath(new URL('../training/child.ts', import.meta.url));
-// Absolute, so the child finds tsx wherever it is started from.
-const TSX_LOADER = import.meta.resolve('tsx');
+// Compiled (`npm run build`, dist/*.js) the child is plain JavaScript, forked with no loader; from
+// the sources it is TypeScript, run as the worker itself is in development: through tsx (resolved
+// absolutely, so the child finds it wherever it is started from), with workspace packages resolved
+// to their sources.
+const COMPILED = import.meta.url.endsWith('.js');
+const CHILD_ENTRY = fileURLToPath(new URL(`../training/child.${COMPILED ? 'js' : 'ts'}`, import.meta.url));
+const CHILD_EXEC_ARGV = COMPILED ? [] : ['--conditions=development', '--import', import.meta.resolve('tsx')];
 
 /** A run that ended without an outcome of its own. */
 class RunFailure extends Error {
@@ -23,7 +28,7 @@ class RunFailure extends Error {
 }
 
 export interface ProcessorState {
-  /** Training children currently running, so shutdown can ask them to stop. */
+  /** Training children currently running or warm (idle), so shutdown can ask them to stop. */
   active: Set<ChildProcess>;
   /** Set on shutdown: runs hand their jobs back to the queue instead of failing them. */
   closing: boolean;
@@ -41,11 +46,14 @@ export interface ProcessorDeps {
 
 /**
  * The owner of a job's state while it runs. Claims the job (a guarded transition that also takes
- * a fresh lease), keeps the lease alive with heartbeats, runs the training in a fresh child
- * process — so this event loop stays free to renew BullMQ's lock, and a crash or a wasm abort
+ * a fresh lease), keeps the lease alive with heartbeats, runs the training in a child process of
+ * its own — so this event loop stays free to renew BullMQ's lock, and a crash or a wasm abort
  * costs one run, never the worker — and turns the run's outcome into exactly one transition.
+ * The child is a warm one (warm-children.ts), started before the job was claimed.
  */
 export function createTrainProcessor({ jobs, store, log, state, heartbeatMs, metrics }: ProcessorDeps) {
+  const children = new WarmChildren(forkChild, state.active, () => state.closing);
+  children.prestart(null);
   return async function processTrainJob(job: TrainingJob, token?: string): Promise<TrainingOutcome> {
     const jobId = job.data.jobId;
     const attempt = job.attemptsMade + 1;
@@ -71,7 +79,9 @@ export function createTrainProcessor({ jobs, store, log, state, heartbeatMs, met
 
     let outcome: TrainingOutcome;
     try {
-      outcome = await runChild(jobId, lease, job, state, (c) => (child = c), (seconds) => metrics.epochSeconds.observe({ strategy }, seconds));
+      const taken = children.take(claim.job.baseModel);
+      child = taken.child;
+      outcome = await runChild(jobId, lease, job, state, taken, (seconds) => metrics.epochSeconds.observe({ strategy }, seconds));
     } catch (error) {
       const failure = error instanceof RunFailure ? error : new RunFailure('training_error', (error as Error).message, false);
       if (state.closing && failure.code === 'training_process_died') {
@@ -147,24 +157,30 @@ async function recordFailure(
   throw new UnrecoverableError(`${failure.code}: ${failure.message}`);
 }
 
+function forkChild(args: string[]): ChildProcess {
+  return fork(CHILD_ENTRY, args, {
+    execArgv: CHILD_EXEC_ARGV,
+    env: process.env,
+    stdio: 'inherit',
+  });
+}
+
 function runChild(
   jobId: string,
   lease: string,
   job: TrainingJob,
   state: ProcessorState,
-  started: (child: ChildProcess) => void,
+  { child, ready }: TrainingChild,
   epochDone: (seconds: number) => void,
 ): Promise<TrainingOutcome> {
   return new Promise((resolve, reject) => {
-    const child = fork(CHILD_ENTRY, [jobId, lease], {
-      execArgv: ['--import', TSX_LOADER],
-      env: process.env,
-      stdio: 'inherit',
-    });
-    started(child);
     state.active.add(child);
-    // Shutdown began before this child existed: it stops at once.
-    if (state.closing) child.send({ type: 'stop' } satisfies ParentMessage);
+    void ready.then((listening) => {
+      if (!listening) return; // exited first: the exit handler below reports it
+      child.send({ type: 'run', jobId, lease } satisfies ParentMessage);
+      // Shutdown began before this child had its run: it stops at once.
+      if (state.closing) child.send({ type: 'stop' } satisfies ParentMessage);
+    });
     let settled: { outcome?: TrainingOutcome; failure?: RunFailure } | undefined;
     // What the job's progress shows (BullMQ keeps it; the API streams it): the latest report,
     // over the last batch position reported, which an epoch's or phase's report does not erase.

@@ -45,7 +45,8 @@ export class JobCheckpoints {
       [CHECKPOINT_FILES.weights, model.weights, 'application/octet-stream'],
       [CHECKPOINT_FILES.state, state, 'application/octet-stream'],
     ];
-    for (const [file, body, type] of files) await this.store.putBuffer(`${prefix}${file}`, body, type);
+    // Side by side: the row below is what makes them a checkpoint, whatever order they land in.
+    await Promise.all(files.map(([file, body, type]) => this.store.putBuffer(`${prefix}${file}`, body, type)));
     const sizeBytes = files.reduce((sum, [, body]) => sum + body.byteLength, 0);
     try {
       await this.jobs.recordEpoch(
@@ -78,7 +79,7 @@ export class JobCheckpoints {
     const drop = all.filter((c) => !keep.has(c.epoch));
     if (drop.length === 0) return;
     await this.jobs.deleteCheckpoints(this.jobId, drop.map((c) => c.epoch));
-    for (const c of drop) await this.store.deletePrefix(c.storagePrefix);
+    await Promise.all(drop.map((c) => this.store.deletePrefix(c.storagePrefix)));
   }
 
   /**

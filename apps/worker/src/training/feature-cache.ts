@@ -33,20 +33,55 @@ export class FeatureCache {
   }
 
   async getOrCompute(cut: string, split: string, ids: string[], engine: string, compute: () => Promise<Float32Array>): Promise<Float32Array> {
-    const key = this.key(cut, split, ids, engine);
-    try {
-      const bytes = await this.store.getBuffer(key);
-      this.hits += 1;
-      // Copy into an aligned buffer: a Buffer's byteOffset need not be a multiple of 4.
-      const out = new Float32Array(bytes.length / 4);
-      new Uint8Array(out.buffer).set(bytes);
-      return out;
-    } catch (error) {
-      if (!(error instanceof ObjectNotFoundError)) throw error;
-    }
+    const cached = await this.lookup(cut, split, ids, engine);
+    if (cached) return cached;
     this.misses += 1;
     const features = await compute();
-    await this.store.putBuffer(key, Buffer.from(features.buffer, features.byteOffset, features.byteLength), 'application/octet-stream');
+    await this.store.putBuffer(this.key(cut, split, ids, engine), Buffer.from(features.buffer, features.byteOffset, features.byteLength), 'application/octet-stream');
     return features;
+  }
+
+  /** The cached features, counted as a hit; null (not counted) when there are none. */
+  async lookup(cut: string, split: string, ids: string[], engine: string): Promise<Float32Array | null> {
+    const bytes = await this.read(this.key(cut, split, ids, engine));
+    if (!bytes) return null;
+    this.hits += 1;
+    // Copy into an aligned buffer: a Buffer's byteOffset need not be a multiple of 4.
+    const out = new Float32Array(bytes.length / 4);
+    new Uint8Array(out.buffer).set(bytes);
+    return out;
+  }
+
+  /**
+   * Which images of the archive did not decode when a run last decoded it with these settings
+   * (null when no run has): with it, a later run knows its splits' ids — and so its cache keys —
+   * without decoding anything. `maxPixels` changes which images decode, so it is part of the key.
+   */
+  async unreadableImages(maxPixels: number): Promise<string[] | null> {
+    const bytes = await this.read(this.decodedKey(maxPixels));
+    if (!bytes) return null;
+    const record = JSON.parse(bytes.toString('utf8')) as { unreadable?: unknown };
+    return Array.isArray(record.unreadable) && record.unreadable.every((p) => typeof p === 'string') ? record.unreadable : null;
+  }
+
+  async recordUnreadableImages(maxPixels: number, unreadable: string[]): Promise<void> {
+    await this.store.putBuffer(this.decodedKey(maxPixels), Buffer.from(JSON.stringify({ unreadable })), 'application/json');
+  }
+
+  private decodedKey(maxPixels: number): string {
+    const variant = createHash('sha256')
+      .update(JSON.stringify({ ...this.preprocessing, maxPixels }))
+      .digest('hex')
+      .slice(0, 32);
+    return `${keys.embeddingCachePrefix(this.tenantId, this.baseModel, this.datasetId)}${variant}/decoded.json`;
+  }
+
+  private async read(key: string): Promise<Buffer | null> {
+    try {
+      return await this.store.getBuffer(key);
+    } catch (error) {
+      if (error instanceof ObjectNotFoundError) return null;
+      throw error;
+    }
   }
 }

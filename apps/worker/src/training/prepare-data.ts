@@ -1,11 +1,14 @@
 import { join } from 'node:path';
 import { datasetZipLimits, DomainError, type Config, type Hyperparameters } from '@finetune/core';
-import { decodeImageBytes, indexDatasetZip, readZipEntries, stratifiedSplit } from '@finetune/ml';
+import { decodeImageBytes, heldOutSplit, indexDatasetZip, readZipEntries, type ZipLimits } from '@finetune/ml';
 import type { ObjectStore } from '@finetune/storage';
 import type { RunTimings } from './run-timings.ts';
 
 export interface SplitImages {
-  /** RGB uint8, inputSize × inputSize × 3 each (a quarter of the float size in memory). */
+  /**
+   * RGB uint8, inputSize × inputSize × 3 each (a quarter of the float size in memory). Empty
+   * until `PreparedData.decode` has run when the preparation deferred decoding.
+   */
   images: Uint8Array[];
   targets: Int32Array;
   /** Archive paths: stable ids for the cache key and for the evaluation's error list. */
@@ -16,76 +19,190 @@ export interface PreparedData {
   labels: string[];
   train: SplitImages;
   val: SplitImages | null;
+  /** Held out for the test metrics: never trained on, never used to pick an epoch or a temperature. */
+  test: SplitImages | null;
   skipped: number;
+  /** Archive paths that did not decode (counted in `skipped`), in archive order. */
+  unreadable: string[];
+  /** False when the images are not decoded yet (see `decode`). */
+  decoded: boolean;
+  /** Decodes the images into the splits (once; at once when already decoded). */
+  decode: () => Promise<void>;
+}
+
+/** The archive on disk, its classes, and which split every image belongs to: no pixels yet. */
+export interface DatasetListing {
+  zipPath: string;
+  labels: string[];
+  /** Every image the index lists, in archive order, with its split and class id. */
+  entries: { path: string; split: ListedSplit; target: number }[];
+}
+
+type ListedSplit = 'train' | 'val' | 'test';
+
+interface Decoding {
+  config: Config;
+  inputSize: number;
+  timings?: RunTimings | undefined;
 }
 
 /**
- * Downloads a dataset archive, splits it (its own val/ folder, or a stratified seeded split)
- * and decodes every image at the base's input size. Corrupt images are counted and skipped.
+ * Downloads a dataset archive, reads its index and splits it: the archive's own val/ and test/
+ * folders, else stratified seeded parts of its training images (validationSplit, testSplit —
+ * each ignored when the archive has the folder). The split depends on the listing only, never on
+ * which images decode, so a run that finds all its features in the embedding cache needs no pixels.
  */
-export async function prepareData(
+export async function listDataset(
   store: ObjectStore,
   config: Config,
   storageKey: string,
   workDir: string,
   inputSize: number,
-  hp: Pick<Hyperparameters, 'validationSplit' | 'seed'>,
-  isCanceled: () => boolean,
+  hp: Pick<Hyperparameters, 'validationSplit' | 'testSplit' | 'seed'>,
   timings?: RunTimings,
-): Promise<PreparedData> {
+): Promise<DatasetListing> {
   const zipPath = join(workDir, 'source.zip');
   const downloaded = performance.now();
   await store.downloadToFile(storageKey, zipPath);
   timings?.add('download', performance.now() - downloaded);
-  const decoding = performance.now();
   const { limits } = config;
-  const zipLimits = datasetZipLimits(limits);
-  const index = await indexDatasetZip(zipPath, zipLimits);
-  const bytesNeeded = index.entries.length * inputSize * inputSize * 3;
+  const index = await indexDatasetZip(zipPath, datasetZipLimits(limits));
+  const listed = index.entries;
+  const bytesNeeded = listed.length * inputSize * inputSize * 3;
   if (bytesNeeded > limits.trainingImageBytes) {
     throw new DomainError(
       'dataset_too_large',
-      `${index.entries.length} images at ${inputSize}px need ${bytesNeeded} bytes in memory; the limit is ${limits.trainingImageBytes} (MAX_TRAINING_IMAGE_BYTES)`,
+      `${listed.length} images at ${inputSize}px need ${bytesNeeded} bytes in memory; the limit is ${limits.trainingImageBytes} (MAX_TRAINING_IMAGE_BYTES)`,
       422,
     );
   }
   const labels = index.classes;
   const labelIndex = new Map(labels.map((label, i) => [label, i]));
-  const splitOf = new Map<string, 'train' | 'val'>();
-  if (index.entries.some((e) => e.split === 'val')) {
-    for (const e of index.entries) splitOf.set(e.path, e.split);
-  } else {
-    const { val } = stratifiedSplit(index.entries.map((e) => labelIndex.get(e.label)!), hp.validationSplit, hp.seed);
-    const valSet = new Set(val);
-    index.entries.forEach((e, i) => splitOf.set(e.path, valSet.has(i) ? 'val' : 'train'));
-  }
+  const targets = listed.map((e) => labelIndex.get(e.label)!);
+  // The archive's train images are the pool a missing val or test part is drawn from. With no
+  // test part this is the same draw as before test splits existed: a job's validation set stays.
+  const pool = listed.flatMap((e, i) => (e.split === 'train' ? [i] : []));
+  const drawn = heldOutSplit(
+    pool.map((i) => targets[i]!),
+    {
+      val: listed.some((e) => e.split === 'val') ? 0 : hp.validationSplit,
+      // Specs stored before testSplit existed have none.
+      test: listed.some((e) => e.split === 'test') ? 0 : (hp.testSplit ?? 0),
+    },
+    hp.seed,
+  );
+  const drawnSplit = new Map<number, ListedSplit>([...drawn.val.map((j) => [pool[j]!, 'val'] as const), ...drawn.test.map((j) => [pool[j]!, 'test'] as const)]);
+  const splitOf = (i: number): ListedSplit => drawnSplit.get(i) ?? listed[i]!.split;
+  return { zipPath, labels, entries: listed.map((e, i) => ({ path: e.path, split: splitOf(i), target: targets[i]! })) };
+}
 
-  const collected = { train: { images: [] as Uint8Array[], targets: [] as number[], ids: [] as string[] }, val: { images: [] as Uint8Array[], targets: [] as number[], ids: [] as string[] } };
-  const labelOf = new Map(index.entries.map((e) => [e.path, labelIndex.get(e.label)!]));
-  let skipped = 0;
-  await readZipEntries(zipPath, new Set(labelOf.keys()), zipLimits, async (path, data) => {
+/**
+ * Decodes every listed image at the base's input size. Corrupt images are counted and skipped:
+ * the splits hold the images that decoded. Stops reading early when `isCanceled` turns true.
+ */
+export async function decodeDataset(listing: DatasetListing, decoding: Decoding, isCanceled: () => boolean): Promise<PreparedData> {
+  const started = performance.now();
+  const collected = { train: emptySplit(), val: emptySplit(), test: emptySplit() };
+  const byPath = new Map(listing.entries.map((e) => [e.path, e]));
+  const unreadable: string[] = [];
+  await readZipEntries(listing.zipPath, new Set(byPath.keys()), zipLimits(decoding.config), async (path, bytes) => {
     if (isCanceled()) return;
+    const entry = byPath.get(path)!;
     try {
-      const image = await decodeImageBytes(data, inputSize, { maxPixels: limits.imagePixels });
-      const split = collected[splitOf.get(path) ?? 'train'];
+      const image = await decodeImageBytes(bytes, decoding.inputSize, { maxPixels: decoding.config.limits.imagePixels });
+      const split = collected[entry.split];
       split.images.push(image);
-      split.targets.push(labelOf.get(path)!);
+      split.targets.push(entry.target);
       split.ids.push(path);
     } catch {
-      skipped += 1; // corrupt or unsupported image: counted on the job, not fatal
+      unreadable.push(path); // corrupt or unsupported image: counted on the job, not fatal
     }
   });
+  if (!isCanceled()) requireEveryClass(listing.labels, collected.train.targets);
+  decoding.timings?.add('decode', performance.now() - started);
+  return {
+    labels: listing.labels,
+    train: finish(collected.train),
+    val: collected.val.ids.length > 0 ? finish(collected.val) : null,
+    test: collected.test.ids.length > 0 ? finish(collected.test) : null,
+    skipped: unreadable.length,
+    unreadable,
+    decoded: true,
+    decode: () => Promise.resolve(),
+  };
+}
 
-  const missing = labels.filter((_, i) => !collected.train.targets.includes(i));
-  if (missing.length > 0 && !isCanceled()) {
+/**
+ * The splits an earlier decoding of the same archive produced — the listing minus the images
+ * it found unreadable — with their ids and targets but no pixels yet. `decode` reads them when
+ * something needs them; an image that decoded before and fails now is an error, since the
+ * splits (and what was trained on them) would no longer match.
+ */
+export function deferredDataset(listing: DatasetListing, unreadable: readonly string[], decoding: Decoding): PreparedData {
+  const skip = new Set(unreadable);
+  const collected = { train: emptySplit(), val: emptySplit(), test: emptySplit() };
+  for (const e of listing.entries) {
+    if (skip.has(e.path)) continue;
+    collected[e.split].targets.push(e.target);
+    collected[e.split].ids.push(e.path);
+  }
+  requireEveryClass(listing.labels, collected.train.targets);
+  let decoded: Promise<void> | null = null;
+  const data: PreparedData = {
+    labels: listing.labels,
+    train: finish(collected.train),
+    val: collected.val.ids.length > 0 ? finish(collected.val) : null,
+    test: collected.test.ids.length > 0 ? finish(collected.test) : null,
+    skipped: listing.entries.filter((e) => skip.has(e.path)).length,
+    unreadable: [...unreadable],
+    decoded: false,
+    decode: () => (decoded ??= decodeInto(listing, data, decoding)),
+  };
+  return data;
+}
+
+async function decodeInto(listing: DatasetListing, data: PreparedData, decoding: Decoding): Promise<void> {
+  const started = performance.now();
+  const slots = new Map<string, { split: SplitImages; at: number }>();
+  for (const split of [data.train, data.val, data.test]) split?.ids.forEach((id, at) => slots.set(id, { split, at }));
+  const images = new Map<SplitImages, Uint8Array[]>([[data.train, []]]);
+  if (data.val) images.set(data.val, []);
+  if (data.test) images.set(data.test, []);
+  await readZipEntries(listing.zipPath, new Set(slots.keys()), zipLimits(decoding.config), async (path, bytes) => {
+    const slot = slots.get(path)!;
+    let image: Uint8Array;
+    try {
+      image = await decodeImageBytes(bytes, decoding.inputSize, { maxPixels: decoding.config.limits.imagePixels });
+    } catch (error) {
+      throw new Error(`image ${path} decoded in an earlier run of this dataset but not now: ${(error as Error).message}`);
+    }
+    images.get(slot.split)![slot.at] = image;
+  });
+  for (const [split, decoded] of images) {
+    const missing = split.ids.find((_, i) => decoded[i] === undefined);
+    if (missing !== undefined) throw new Error(`image ${missing} is listed but was not read from the archive`);
+    split.images.push(...decoded);
+  }
+  data.decoded = true;
+  decoding.timings?.add('decode', performance.now() - started);
+}
+
+function zipLimits(config: Config): ZipLimits {
+  return datasetZipLimits(config.limits);
+}
+
+function emptySplit() {
+  return { images: [] as Uint8Array[], targets: [] as number[], ids: [] as string[] };
+}
+
+function finish(s: ReturnType<typeof emptySplit>): SplitImages {
+  return { images: s.images, targets: Int32Array.from(s.targets), ids: s.ids };
+}
+
+function requireEveryClass(labels: string[], trainTargets: number[]): void {
+  const present = new Set(trainTargets);
+  const missing = labels.filter((_, i) => !present.has(i));
+  if (missing.length > 0) {
     throw new DomainError('empty_class', `no decodable training image for class(es): ${missing.join(', ')}`, 422);
   }
-  const finish = (s: (typeof collected)['train']): SplitImages => ({ images: s.images, targets: Int32Array.from(s.targets), ids: s.ids });
-  timings?.add('decode', performance.now() - decoding);
-  return {
-    labels,
-    train: finish(collected.train),
-    val: collected.val.images.length > 0 ? finish(collected.val) : null,
-    skipped,
-  };
 }

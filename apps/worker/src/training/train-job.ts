@@ -4,11 +4,14 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DomainError, totalEpochs, type Config, type JobSpec, type StopReason, type Strategy } from '@finetune/core';
-import type { DatasetsRepository, JobsRepository, ModelInput, ModelsRepository } from '@finetune/db';
+import type { BaseModelsRepository, DatasetsRepository, JobsRepository, ModelInput, ModelsRepository } from '@finetune/db';
 import {
+  augmentationEnabled,
   evaluateClassifier,
   frozenEngine,
+  layerGraph,
   predictProbabilities,
+  probabilitiesFromEmbeddings,
   serializeModel,
   tf,
   trainClassifier,
@@ -22,7 +25,8 @@ import { RunTimings } from './run-timings.ts';
 import { JobCheckpoints } from './checkpoints.ts';
 import { FeatureCache } from './feature-cache.ts';
 import type { TrainingOutcome, TrainingProgress } from './messages.ts';
-import { prepareData, type PreparedData, type SplitImages } from './prepare-data.ts';
+import { decodeDataset, deferredDataset, listDataset, type DatasetListing, type PreparedData, type SplitImages } from './prepare-data.ts';
+import { comparisonSplit, heldOutReport, type HeldOutOutputs, type HeldOutReport } from './held-out-evaluation.ts';
 import { resolveBase } from './resolve-base.ts';
 import { RunControl } from './run-control.ts';
 
@@ -31,6 +35,7 @@ export interface TrainingContext {
   jobs: JobsRepository;
   datasets: DatasetsRepository;
   models: ModelsRepository;
+  baseModels: BaseModelsRepository;
   store: ObjectStore;
   backend: string;
   report: (progress: TrainingProgress) => void;
@@ -45,7 +50,8 @@ const require = createRequire(import.meta.url);
  * One run of a training job, under the lease its worker's claim took: decode the dataset at the
  * base's input size, resume from the job's last checkpoint if it has one, train with the spec's
  * strategy (every epoch commits its metrics and a checkpoint), evaluate the best epoch's model
- * on the validation split, optionally train the scratch baseline on the same split, and export
+ * on the validation and test splits (never on training images), calibrate it on validation,
+ * optionally train the scratch baseline and compare on the test split (else validation), and export
  * the model (base + head as one tfjs layers model). The job's state is not touched here: the
  * outcome goes back to the worker process, which records it.
  */
@@ -61,7 +67,7 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
   if (!dataset || dataset.status !== 'ready') throw new DomainError('dataset_deleted', "the job's dataset no longer exists", 422);
 
   // Loaded before the temp dir and the poll exist, so a missing base leaves nothing behind.
-  const base = await resolveBase(ctx.store, ctx.models, job.tenantId, spec.baseModel);
+  const base = await resolveBase(ctx.store, { models: ctx.models, baseModels: ctx.baseModels }, job.tenantId, spec.baseModel);
   const checkpoints = new JobCheckpoints(ctx.store, ctx.jobs, jobId, lease, ctx.config.checkpointsKeepLast);
   const resume = await checkpoints.resumePoint();
   if (resume) ctx.log('resuming from checkpoint', { epoch: resume.epoch, elapsedMs: resume.elapsedMs });
@@ -82,20 +88,29 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
     // Decoding stops early when the run will end without a model. A job with trained epochs that
     // is canceled or out of time still needs the data: its best epoch is evaluated and exported.
     const abandon = () => interruption(control) !== null || (control.shouldStop() && !resume);
-    const data = await prepareData(ctx.store, ctx.config, dataset.storageKey, workDir, inputSize, hp, abandon, timings);
-    const interrupted = interruption(control);
-    if (interrupted) return interrupted;
-    if (abandon() && control.stopCause() === 'canceled') return { status: 'canceled', model: null };
-    if (abandon()) throw noEpochWithin(maxRuntimeMs);
-    await ctx.jobs.recordSkippedImages(jobId, lease, data.skipped);
-
     const cache = new FeatureCache(ctx.store, job.tenantId, base.cacheName, dataset.id, {
       sha256: dataset.sha256,
       inputSize,
       resize: 'cover',
       decoder: 'sharp-rgb8',
     });
-    const train = (strategy: Strategy, options: Pick<TrainClassifierOptions, 'resumeFrom' | 'onEpochEnd' | 'onBatchEnd'> = {}) =>
+    const listing = await listDataset(ctx.store, ctx.config, dataset.storageKey, workDir, inputSize, hp, timings);
+    // The base's embeddings per "cut/split" as this run got them: what evaluation reuses.
+    const embeddings = new Map<string, Float32Array>();
+    const embeddingLayer = layerGraph(base.base.model).outputName;
+    const cached = await cachedRun(spec, listing, cache, { base: base.base.model, embeddingLayer, config: ctx.config, inputSize, timings });
+    if (cached) frozenLayers = cached.engine;
+    cached?.features.forEach((features, key) => embeddings.set(key, features));
+    const data = cached?.data ?? (await decodeDataset(listing, { config: ctx.config, inputSize, timings }, abandon));
+    const interrupted = interruption(control);
+    if (interrupted) return interrupted;
+    if (abandon() && control.stopCause() === 'canceled') return { status: 'canceled', model: null };
+    if (abandon()) throw noEpochWithin(maxRuntimeMs);
+    await ctx.jobs.recordSkippedImages(jobId, lease, data.skipped);
+    // A complete decoding tells later runs which images do not decode, so they can skip it.
+    if (!cached) await cache.recordUnreadableImages(ctx.config.limits.imagePixels, data.unreadable);
+
+    const train = (strategy: Strategy, options: Pick<TrainClassifierOptions, 'resumeFrom' | 'onEpochEnd' | 'onBatchEnd' | 'onLearningRateFinder'> = {}) =>
       trainClassifier({
         strategy,
         base: base.base,
@@ -104,19 +119,41 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
         val: data.val && { images: data.val.images, labels: data.val.targets },
         labels: data.labels,
         hyperparameters: hp,
+        // Decodes into the arrays above, and only if something in the run needs pixels.
+        ...(data.decoded ? {} : { loadImages: data.decode }),
         frozenFeatures: async ({ cut, split }, compute) => {
           frozenLayers = await frozenEngine(base.base.model, cut);
           const ids = (split === 'val' ? data.val?.ids : data.train.ids) ?? [];
-          return cache.getOrCompute(cut, split, ids, frozenLayers, () => timings.time('frozenForward', compute));
+          const key = `${cut}/${split}`;
+          const features = embeddings.get(key) ?? (await cache.getOrCompute(cut, split, ids, frozenLayers, () => timings.time('frozenForward', compute)));
+          embeddings.set(key, features);
+          return features;
         },
         shouldStop: control.shouldStop,
         ...options,
+      });
+    // When only the head trained, the final model's base is the frozen base: its probabilities
+    // follow from the base's embeddings, and the base need not run over the images again.
+    const frozenBase = (r: TrainClassifierResult) => (spec.strategy === 'feature_extraction' || spec.strategy === 'prototype') && r.trainableLayers.length === 0;
+    // Validation and test apart; with no validation data, no evaluation rather than the training set's.
+    const evaluateModel = (r: TrainClassifierResult) =>
+      timings.within('evaluation', 'decode', async () => {
+        const outputs = (split: SplitImages | null, name: 'val' | 'test') =>
+          split &&
+          heldOutOutputs(r.model, split, {
+            inputSize,
+            embeddings: frozenBase(r) ? embeddingsOf(embeddings, embeddingLayer, name) : null,
+            decode: data.decode,
+          });
+        return heldOutReport(data.labels, hp.topK, await outputs(data.val, 'val'), await outputs(data.test, 'test'));
       });
 
     report('training', resume?.epoch ?? 0, 5);
     const result = await timings.within('training', 'frozenForward', () =>
       train(spec.strategy, {
         ...(resume ? { resumeFrom: resume.state } : {}),
+        // learningRate "auto": the range test's curve and choice, on the job before the first epoch.
+        onLearningRateFinder: (finder) => ctx.jobs.recordLearningRateFinder(jobId, lease, finder),
         onBatchEnd: batchProgress(epochs, ctx.report),
         onEpochEnd: async (epoch) => {
           await checkpoints.save(epoch, control.elapsedMs());
@@ -145,7 +182,7 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
       if (control.stopCause() === 'canceled') {
         if (result.bestEpoch === 0) return { status: 'canceled', model: null };
         report('exporting', result.epochsRun, 95);
-        const evaluation = await timings.time('evaluation', () => evaluate(result.model, data.val ?? data.train, data.labels, inputSize, hp.topK));
+        const evaluation = await evaluateModel(result);
         const model = await timings.time('export', () => exportModel(ctx, { ...exportInput, evaluation, scratch: null }));
         await recordRun();
         return { status: 'canceled', model };
@@ -153,18 +190,24 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
       if (result.bestEpoch === 0) throw noEpochWithin(maxRuntimeMs);
 
       report('evaluating', result.epochsRun, 85);
-      const evaluation = await timings.time('evaluation', () => evaluate(result.model, data.val ?? data.train, data.labels, inputSize, hp.topK));
-      let scratch: { accuracy: number; evaluation: Evaluation } | null = null;
-      if (spec.compareWithScratch && !control.stopCause()) {
+      const evaluation = await evaluateModel(result);
+      let scratch: Scratch | null = null;
+      // Compared on the test split when there is one; with nothing held out there is no comparison.
+      const compared = comparisonSplit(data);
+      if (spec.compareWithScratch && compared && !control.stopCause()) {
         report('comparing', result.epochsRun, 88);
+        await data.decode(); // scratch trains on pixels
         const baseline = await timings.time('comparison', () => train('scratch'));
         try {
           const during = interruption(control);
           if (during) return during;
           // A budget spent during the baseline leaves no comparison; a cancel keeps the model.
           if (!control.stopCause()) {
-            const baselineEvaluation = await timings.time('comparison', () => evaluate(baseline.model, data.val ?? data.train, data.labels, inputSize, hp.topK));
-            scratch = { accuracy: baselineEvaluation.accuracy, evaluation: baselineEvaluation };
+            const baselineOutputs = await timings.time('comparison', () =>
+              heldOutOutputs(baseline.model, compared.data, { inputSize, embeddings: null, decode: data.decode }),
+            );
+            const baselineEvaluation = evaluateClassifier({ ...baselineOutputs, labels: data.labels, topK: hp.topK });
+            scratch = { accuracy: baselineEvaluation.accuracy, evaluation: baselineEvaluation, split: compared.split };
           }
         } finally {
           baseline.model.dispose();
@@ -177,7 +220,7 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
       if (control.stopCause() === 'canceled') return { status: 'canceled', model };
       const stopReason: StopReason = control.stopCause() === 'max_runtime' ? 'max_runtime' : result.stoppedEarly ? 'early_stopping' : 'completed';
       await checkpoints.sweepStray();
-      ctx.log('training finished', { modelId: model.id, bestEpoch: result.bestEpoch, accuracy: evaluation.accuracy, stopReason });
+      ctx.log('training finished', { modelId: model.id, bestEpoch: result.bestEpoch, accuracy: evaluation.evaluation?.accuracy ?? null, stopReason });
       return { status: 'succeeded', model, stopReason };
     } finally {
       result.model.dispose();
@@ -204,9 +247,75 @@ function interruption(control: RunControl): TrainingOutcome | null {
   return null;
 }
 
-async function evaluate(model: tf.LayersModel, split: SplitImages, labels: string[], inputSize: number, topK: number) {
-  const probabilities = await predictProbabilities(model, split.images, inputSize);
-  return evaluateClassifier({ probabilities, targets: split.targets, labels, ids: split.ids, topK });
+interface EvaluationInputs {
+  inputSize: number;
+  /** The split's embeddings at the layer feeding the head, when the model's base is the frozen base. */
+  embeddings: { layer: string; values: Float32Array } | null;
+  /** Decodes the split's images if they are not yet (deferred decoding). */
+  decode: () => Promise<void>;
+}
+
+/**
+ * The class probabilities of `model` on a split, what its evaluation and calibration are computed
+ * from. They come from the split's embeddings through the head when the run has them and the base
+ * stayed frozen (the same numbers, up to float rounding, as running the whole model), else from
+ * the images.
+ */
+async function heldOutOutputs(model: tf.LayersModel, split: SplitImages, inputs: EvaluationInputs): Promise<HeldOutOutputs> {
+  let probabilities: Float32Array;
+  if (inputs.embeddings) {
+    probabilities = probabilitiesFromEmbeddings(model, inputs.embeddings.values, inputs.embeddings.layer);
+  } else {
+    await inputs.decode();
+    probabilities = await predictProbabilities(model, split.images, inputs.inputSize);
+  }
+  return { probabilities, targets: split.targets, ids: split.ids };
+}
+
+function embeddingsOf(embeddings: Map<string, Float32Array>, layer: string, split: 'train' | 'val' | 'test'): EvaluationInputs['embeddings'] {
+  const values = embeddings.get(`${layer}/${split}`);
+  return values ? { layer, values } : null;
+}
+
+/**
+ * A run that needs no pixels: a frozen-base strategy without augmentation (which needs pixels)
+ * whose every embedding — train and val, at the base's output — is in the cache under the ids
+ * an earlier decoding of this archive produced. Returns those embeddings and the splits with
+ * their images not decoded; null (decode as usual) when anything is missing.
+ */
+async function cachedRun(
+  spec: JobSpec,
+  listing: DatasetListing,
+  cache: FeatureCache,
+  p: { base: tf.LayersModel; embeddingLayer: string; config: Config; inputSize: number; timings: RunTimings },
+): Promise<{ data: PreparedData; features: Map<string, Float32Array>; engine: string } | null> {
+  const frozenOnly = spec.strategy === 'prototype' || (spec.strategy === 'feature_extraction' && !augmentationEnabled(spec.hyperparameters.augmentation));
+  if (!frozenOnly) return null;
+  // No record: this archive was never decoded with these settings, or it was before records
+  // existed. Assuming every image decoded is then safe: the cache keys only match if it did.
+  const unreadable = (await cache.unreadableImages(p.config.limits.imagePixels)) ?? [];
+  let data: PreparedData;
+  try {
+    data = deferredDataset(listing, unreadable, { config: p.config, inputSize: p.inputSize, timings: p.timings });
+  } catch {
+    return null; // a class without images: decoding reports it as it always has
+  }
+  const engine = await frozenEngine(p.base, p.embeddingLayer);
+  const features = new Map<string, Float32Array>();
+  for (const [split, part] of [['train', data.train], ['val', data.val]] as const) {
+    if (!part) continue;
+    const values = await cache.lookup(p.embeddingLayer, split, part.ids, engine);
+    if (!values) return null;
+    features.set(`${p.embeddingLayer}/${split}`, values);
+  }
+  return { data, features, engine };
+}
+
+/** The scratch baseline's result, on the split the comparison was made on. */
+interface Scratch {
+  accuracy: number;
+  evaluation: Evaluation;
+  split: 'test' | 'validation';
 }
 
 interface ExportInput {
@@ -215,8 +324,8 @@ interface ExportInput {
   base: Awaited<ReturnType<typeof resolveBase>>;
   data: PreparedData;
   result: TrainClassifierResult;
-  evaluation: Evaluation;
-  scratch: { accuracy: number; evaluation: Evaluation } | null;
+  evaluation: HeldOutReport;
+  scratch: Scratch | null;
   startedAt: number;
   datasetSha: string;
   embeddingCacheHit: boolean | null;
@@ -230,7 +339,8 @@ async function exportModel(ctx: TrainingContext, input: ExportInput): Promise<Mo
   const inputSize = base.base.info.inputSize;
   const files = await serializeModel(result.model, { metadata: { labels } });
   const best = result.history.find((h) => h.epoch === result.bestEpoch) ?? null;
-  const transferGain = scratch ? evaluation.accuracy - scratch.accuracy : null;
+  const ours = scratch && (scratch.split === 'test' ? evaluation.testEvaluation : evaluation.evaluation);
+  const transferGain = scratch && ours ? ours.accuracy - scratch.accuracy : null;
   const metadata = {
     format: 'tfjs-layers-model',
     modelId,
@@ -244,16 +354,23 @@ async function exportModel(ctx: TrainingContext, input: ExportInput): Promise<Mo
     stoppedEarly: result.stoppedEarly,
     trainableLayers: result.trainableLayers,
     metrics: best && { trainLoss: best.trainLoss, trainAccuracy: best.trainAcc, valLoss: best.valLoss, valAccuracy: best.valAcc },
-    evaluation,
-    transfer: scratch && { scratchAccuracy: scratch.accuracy, transferGain, negativeTransfer: transferGain! < 0 },
+    evaluation: evaluation.evaluation,
+    testEvaluation: evaluation.testEvaluation,
+    evaluationNote: evaluation.evaluationNote,
+    // The page in the download scores with softmax(log p / temperature), as /predict does.
+    calibration: evaluation.calibration,
+    // Set later with PATCH /v1/models/:id; the download carries the current value.
+    confidenceThreshold: null,
+    transfer: scratch && { scratchAccuracy: scratch.accuracy, transferGain, negativeTransfer: transferGain! < 0, split: scratch.split },
     reproducibility: {
       seed: spec.hyperparameters.seed,
       hyperparameters: spec.hyperparameters,
       dataset: {
         id: spec.datasetId,
         sha256: input.datasetSha,
-        trainImages: data.train.images.length,
-        valImages: data.val?.images.length ?? 0,
+        trainImages: data.train.ids.length,
+        valImages: data.val?.ids.length ?? 0,
+        testImages: data.test?.ids.length ?? 0,
         skippedImages: data.skipped,
       },
       backend: ctx.backend,
@@ -288,9 +405,14 @@ async function exportModel(ctx: TrainingContext, input: ExportInput): Promise<Mo
       trainableLayers: result.trainableLayers,
       reproducibility: metadata.reproducibility,
     } as object,
-    evaluation: evaluation as object,
+    // Absent, not null: a nullable JSON column takes no plain null (and the row crosses IPC as JSON).
+    ...(evaluation.evaluation ? { evaluation: evaluation.evaluation as object } : {}),
+    ...(evaluation.testEvaluation ? { testEvaluation: evaluation.testEvaluation as object } : {}),
+    ...(evaluation.calibration ? { calibration: evaluation.calibration as object } : {}),
+    evaluationNote: evaluation.evaluationNote,
     scratchAccuracy: scratch?.accuracy ?? null,
     transferGain,
+    transferGainSplit: scratch?.split ?? null,
   };
 }
 

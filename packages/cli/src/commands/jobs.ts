@@ -29,7 +29,7 @@ export function jobCommands(program: Command): void {
     .command('create')
     .description('start a training job (see the job spec in the README)')
     .addOption(new Option('--dataset <id>', 'the dataset to train on').argParser(parseId))
-    .option('--base <model>', 'base model: a zoo id (mobilenet_v2, inception_v3, small_cnn) or model:<id> of an earlier job')
+    .option('--base <model>', 'base model: a zoo id (mobilenet_v2, inception_v3, small_cnn), model:<id> of an earlier job, or base:<id> of a base you added')
     .option('--strategy <name>', 'feature_extraction, fine_tune, progressive_unfreezing, full, scratch, prototype')
     .addOption(new Option('--epochs <n>', 'hyperparameters.epochs').argParser(parsePositiveInt))
     .option(

@@ -16,11 +16,14 @@ export function range(start: number, end: number): number[] {
   return Array.from({ length: end - start }, (_, i) => start + i);
 }
 
-export function checkSplit(name: string, d: LabelledImages, pixels: number, numClasses: number): void {
-  if (d.images.length !== d.labels.length) throw new Error(`${name}: ${d.images.length} images but ${d.labels.length} labels`);
-  d.images.forEach((img, i) => {
-    if (img.length !== pixels) throw new Error(`${name}: image ${i} has ${img.length} bytes; expected ${pixels}`);
-  });
+/** Checks a split's labels, and its images unless `images` is false (decoding deferred). */
+export function checkSplit(name: string, d: LabelledImages, pixels: number, numClasses: number, images = true): void {
+  if (images && d.images.length !== d.labels.length) throw new Error(`${name}: ${d.images.length} images but ${d.labels.length} labels`);
+  if (images) {
+    d.images.forEach((img, i) => {
+      if (img.length !== pixels) throw new Error(`${name}: image ${i} has ${img.length} bytes; expected ${pixels}`);
+    });
+  }
   d.labels.forEach((c, i) => {
     if (c < 0 || c >= numClasses) throw new Error(`${name}: label ${i} = ${c} is not a class id in [0, ${numClasses})`);
   });

@@ -3,10 +3,25 @@ import type { Hyperparameters } from '@finetune/core';
 import { tf } from '../backend.ts';
 import { range, shuffled, yieldToEventLoop, type BatchInput } from './batches.ts';
 import { classificationLoss, headLogits, l2Penalty } from './head.ts';
-import { applyDecoupledWeightDecay, setLearningRate } from './optimizers.ts';
+import { applyDecoupledWeightDecay, setLearningRate, setMomentum } from './optimizers.ts';
 import type { LabelledImages } from './types.ts';
 
 const EVAL_BATCH = 64;
+
+/**
+ * One trainable base layer and its own optimizer. One optimizer per layer: each layer can train
+ * at its own rate (discriminative rates), and progressive unfreezing carries a layer's moments
+ * into the next stage while a newly unfrozen layer starts with fresh ones (its own iteration
+ * count, so Adam's bias correction is right for it too).
+ */
+export interface BaseGroup {
+  layer: string;
+  optimizer: tf.Optimizer;
+  /** In the order the optimizer sees them every step (its state is keyed by position). */
+  vars: tf.Variable[];
+  /** This layer's rate ÷ the head's. */
+  rateFactor: number;
+}
 
 /** The trainable part of a stage: [top] + head, and the optimizers that update it. */
 export interface StageNet {
@@ -15,10 +30,59 @@ export interface StageNet {
   /** BatchNormalization in training mode (scratch only: nothing pretrained to preserve). */
   topTraining: boolean;
   headOpt: tf.Optimizer;
-  baseOpt: tf.Optimizer | null;
-  /** In the order the optimizers see them every step (their state is keyed by position). */
+  /** In the order the optimizer sees them every step (its state is keyed by position). */
   headVars: tf.Variable[];
+  baseGroups: BaseGroup[];
+  /** Every group's variables, in the top's layer order. */
   baseVars: tf.Variable[];
+}
+
+/** The head's rate (base layers: × their factor) and, when the schedule cycles it, the SGD momentum. */
+export interface StepRates {
+  learningRate: number;
+  momentum: number | null;
+}
+
+/** Sets every optimizer of the net to `rates` (momentum only where the optimizer has one). */
+export function applyRates(net: StageNet, rates: StepRates): void {
+  setLearningRate(net.headOpt, rates.learningRate);
+  for (const g of net.baseGroups) setLearningRate(g.optimizer, rates.learningRate * g.rateFactor);
+  if (rates.momentum !== null) {
+    setMomentum(net.headOpt, rates.momentum);
+    for (const g of net.baseGroups) setMomentum(g.optimizer, rates.momentum);
+  }
+}
+
+/** What one gradient step needs besides the batch. */
+export interface StepContext {
+  net: StageNet;
+  train: LabelledImages;
+  features: Float32Array | null;
+  input: BatchInput;
+  hp: Pick<Hyperparameters, 'optimizer' | 'weightDecay' | 'labelSmoothing' | 'l2'>;
+  /** Images per forward + backward pass (micro-batch.ts); the step's gradient sums them. Default: the batch. */
+  microBatch?: number;
+  numClasses: number;
+  classWeights: Float32Array | null;
+  dropSeed: () => number;
+}
+
+/** One optimizer step on the images `idx` at `rates`; the batch's mean loss and correct count. */
+export async function trainStep(p: StepContext, idx: Uint32Array, rates: StepRates): Promise<{ loss: number; correct: number }> {
+  const { net, hp } = p;
+  applyRates(net, rates);
+  const step = await accumulateGradients({ ...p, idx, allVars: [...net.headVars, ...net.baseVars] });
+  try {
+    net.headOpt.applyGradients(net.headVars.map((v) => ({ name: v.name, tensor: step.grads[v.name]! })));
+    for (const g of net.baseGroups) g.optimizer.applyGradients(g.vars.map((v) => ({ name: v.name, tensor: step.grads[v.name]! })));
+    if (hp.optimizer === 'adamw') {
+      applyDecoupledWeightDecay(net.headVars, rates.learningRate, hp.weightDecay);
+      for (const g of net.baseGroups) applyDecoupledWeightDecay(g.vars, rates.learningRate * g.rateFactor, hp.weightDecay);
+    }
+  } finally {
+    tf.dispose(step.grads);
+  }
+  return { loss: step.loss, correct: step.correct };
 }
 
 export interface EpochOutcome {
@@ -30,30 +94,18 @@ export interface EpochOutcome {
   trainAcc: number;
 }
 
-export async function trainEpoch(p: {
-  net: StageNet;
-  train: LabelledImages;
-  features: Float32Array | null;
-  input: BatchInput;
-  hp: Pick<Hyperparameters, 'optimizer' | 'weightDecay' | 'labelSmoothing' | 'l2'>;
-  learningRate: number;
-  baseLearningRate: number;
-  batchSize: number;
-  /** Images per forward + backward pass (micro-batch.ts); the step's gradient sums them. Default: batchSize. */
-  microBatch?: number;
-  numClasses: number;
-  classWeights: Float32Array | null;
-  shuffle: () => number;
-  dropSeed: () => number;
-  shouldStop?: () => boolean | Promise<boolean>;
-  /** After every batch: where the epoch is (progress reports). */
-  onBatchEnd?: (e: BatchEvent) => void;
-}): Promise<EpochOutcome> {
-  const { net, hp } = p;
-  setLearningRate(net.headOpt, p.learningRate);
-  if (net.baseOpt) setLearningRate(net.baseOpt, p.baseLearningRate);
-  const allVars = [...net.headVars, ...net.baseVars];
-  const n = p.train.images.length;
+export async function trainEpoch(
+  p: StepContext & {
+    /** The rates of the epoch's 0-based `batch` (per-step schedules; otherwise the same for every batch). */
+    rates: (batch: number) => StepRates;
+    batchSize: number;
+    shuffle: () => number;
+    shouldStop?: () => boolean | Promise<boolean>;
+    /** After every batch: where the epoch is (progress reports). */
+    onBatchEnd?: (e: BatchEvent) => void;
+  },
+): Promise<EpochOutcome> {
+  const n = p.train.labels.length;
   const order = shuffled(n, p.shuffle);
   let lossSum = 0;
   let correct = 0;
@@ -61,20 +113,10 @@ export async function trainEpoch(p: {
   let stopped = false;
   for (let start = 0; start < n; start += p.batchSize) {
     const idx = order.subarray(start, Math.min(n, start + p.batchSize));
-    const step = await accumulateGradients({ ...p, idx, allVars });
-    try {
-      net.headOpt.applyGradients(net.headVars.map((v) => ({ name: v.name, tensor: step.grads[v.name]! })));
-      if (net.baseOpt) net.baseOpt.applyGradients(net.baseVars.map((v) => ({ name: v.name, tensor: step.grads[v.name]! })));
-      if (hp.optimizer === 'adamw') {
-        applyDecoupledWeightDecay(net.headVars, p.learningRate, hp.weightDecay);
-        applyDecoupledWeightDecay(net.baseVars, p.baseLearningRate, hp.weightDecay);
-      }
-      lossSum += step.loss * idx.length;
-      correct += step.correct;
-      seen += idx.length;
-    } finally {
-      tf.dispose(step.grads);
-    }
+    const step = await trainStep(p, idx, p.rates(start / p.batchSize));
+    lossSum += step.loss * idx.length;
+    correct += step.correct;
+    seen += idx.length;
     p.onBatchEnd?.({ batch: start / p.batchSize + 1, batches: Math.ceil(n / p.batchSize), images: seen, trainLoss: lossSum / seen, trainAcc: correct / seen });
     if (p.shouldStop && (await p.shouldStop())) {
       stopped = true;
@@ -98,7 +140,7 @@ export interface BatchEvent {
   trainAcc: number;
 }
 
-type StepInput = Parameters<typeof trainEpoch>[0] & { idx: Uint32Array; allVars: tf.Variable[] };
+type StepInput = StepContext & { idx: Uint32Array; allVars: tf.Variable[] };
 
 /**
  * One step's loss and gradient, computed over micro-batches of at most `microBatch` images in
@@ -163,8 +205,9 @@ export async function evaluate(p: { net: Pick<StageNet, 'head' | 'top'>; val: La
   const { val, net } = p;
   let lossSum = 0;
   let correct = 0;
-  for (let start = 0; start < val.images.length; start += EVAL_BATCH) {
-    const idx = range(start, Math.min(val.images.length, start + EVAL_BATCH));
+  const n = val.labels.length;
+  for (let start = 0; start < n; start += EVAL_BATCH) {
+    const idx = range(start, Math.min(n, start + EVAL_BATCH));
     const [l, c] = tf.tidy(() => {
       const x = p.input(val, p.features, idx, false);
       const emb = net.top ? (net.top.apply(x, { training: false }) as tf.Tensor) : x;
@@ -180,5 +223,5 @@ export async function evaluate(p: { net: Pick<StageNet, 'head' | 'top'>; val: La
     correct += cv[0]!;
     await yieldToEventLoop();
   }
-  return { loss: lossSum / val.images.length, acc: correct / val.images.length };
+  return { loss: lossSum / n, acc: correct / n };
 }

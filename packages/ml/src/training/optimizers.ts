@@ -35,6 +35,22 @@ export function setLearningRate(optimizer: tf.Optimizer, learningRate: number): 
   else o.learningRate = learningRate;
 }
 
+/**
+ * Sets SGD momentum in place (one_cycle's momentum cycling). Only the Momentum optimizer has
+ * one: plain SGD, Adam (beta1 stays 0.9 — tfjs keeps Adam's bias correction as a running
+ * product of one beta1) and RMSProp are left as they are.
+ */
+export function setMomentum(optimizer: tf.Optimizer, momentum: number): void {
+  if (optimizer.getClassName() !== 'Momentum') return;
+  // tfjs' setMomentum only records the number; its update reads the scalar `m` made in the
+  // constructor, so that scalar is what must change.
+  const o = optimizer as unknown as { momentum: number; m: tf.Scalar };
+  if (o.momentum === momentum) return;
+  o.m.dispose();
+  o.momentum = momentum;
+  o.m = tf.keep(tf.scalar(momentum));
+}
+
 /** AdamW (Loshchilov & Hutter): after the Adam step, p ← p − lr · wd · p for every variable. */
 export function applyDecoupledWeightDecay(variables: tf.Variable[], learningRate: number, weightDecay: number): void {
   if (weightDecay <= 0 || variables.length === 0) return;

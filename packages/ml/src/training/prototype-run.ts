@@ -13,14 +13,18 @@ import { composeClassifier } from './weights.ts';
 
 export async function prototypeRun(
   opts: TrainClassifierOptions,
-  p: { graph: LayerGraph; dim: number; val: LabelledImages | null; memo: FeatureMemo; run: RunDescription; resume: TrainingState | null },
+  p: { graph: LayerGraph; dim: number; val: LabelledImages | null; memo: FeatureMemo; pixels: () => Promise<void>; run: RunDescription; resume: TrainingState | null },
 ): Promise<TrainClassifierResult> {
   const { graph, dim, val, memo } = p;
   const t0 = performance.now();
   const numClasses = opts.labels.length;
   const size = opts.inputSize;
   const base = opts.base.model;
-  const trainX = await memo('train', graph.outputName, () => runFrozen(base, opts.train.images, size, dim, 32));
+  const embed = (split: LabelledImages) => async () => {
+    await p.pixels();
+    return runFrozen(base, split.images, size, dim, 32);
+  };
+  const trainX = await memo('train', graph.outputName, embed(opts.train));
   const head = buildPrototypeHead(classPrototypes(trainX, opts.train.labels, numClasses, dim), numClasses, dim);
   try {
     const model = () => composeClassifier(graph, head, new Map());
@@ -38,7 +42,7 @@ export async function prototypeRun(
       return { loss: lv[0]!, acc: cv[0]! / y.length };
     };
     const tr = await score(trainX, opts.train.labels);
-    const v = val ? await score(await memo('val', graph.outputName, () => runFrozen(base, val.images, size, dim, 32)), val.labels) : null;
+    const v = val ? await score(await memo('val', graph.outputName, embed(val)), val.labels) : null;
     const report: EpochReport = {
       epoch: 1,
       trainLoss: tr.loss,

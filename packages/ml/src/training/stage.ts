@@ -1,14 +1,13 @@
 // One stage's working set: the frozen bottom, the trainable top (copies of the base's layers
-// above the cut, with the weights trained so far), fresh optimizers, and the cut features when
-// they can be cached. Everything here lives for one stage; `close` hands the top's weights back.
-import type { Hyperparameters } from '@finetune/core';
+// above the cut, with the weights trained so far), the optimizers that update them (owned by the
+// caller: they outlive the stage), and the cut features when they can be cached. Everything else
+// here lives for one stage; `close` hands the top's weights back.
 import { tf } from '../backend.ts';
 import { serializeModel } from '../export.ts';
 import type { Augmentation } from './augment.ts';
 import { batchInput, product, runFrozen, type BatchInput } from './batches.ts';
 import { supplyBatchNormScale } from './batch-norm-gradient.ts';
-import type { StageNet } from './epoch.ts';
-import { disposeOptimizer, makeOptimizer } from './optimizers.ts';
+import type { BaseGroup, StageNet } from './epoch.ts';
 import type { PlannedStage } from './stages.ts';
 import { applyCopies, rebuild, tensorShape, type LayerGraph } from './surgery.ts';
 import type { TensorData } from './training-state.ts';
@@ -42,8 +41,12 @@ export async function openStage(p: {
   head: tf.LayersModel;
   /** Base layers trained so far, by name; the top starts from these. */
   trained: WeightMap;
-  hp: Hyperparameters;
-  baseMultiplier: number;
+  /** The head's optimizer, and each trainable base layer's (given its variables in step order). */
+  optimizers: { head: tf.Optimizer; base: (layer: string, vars: tf.Variable[]) => tf.Optimizer };
+  /** Base layer → its rate ÷ the head's (stages.ts baseRateFactors). */
+  rateFactors: Map<string, number>;
+  /** False: `close` forgets what the top learned (the learning-rate range test). Default true. */
+  keepWeights?: boolean;
   scratch: boolean;
   size: number;
   train: LabelledImages;
@@ -51,6 +54,8 @@ export async function openStage(p: {
   augmentation: Augmentation | null;
   augRandom: () => number;
   memo: FeatureMemo;
+  /** Resolves once the images are decoded: awaited before anything reads pixels. */
+  pixels: () => Promise<void>;
 }): Promise<StageSession> {
   const { graph, stage, head, trained } = p;
   const cut = stage.cut;
@@ -62,27 +67,42 @@ export async function openStage(p: {
     ? null
     : rebuild(graph, { from: cut.cutLayer, to: graph.outputName, layers: cut.topLayers, weights: (name) => trained.get(name), name: 'trainable_top', trainable: true });
   const scaleConstants = top ? supplyBatchNormScale(top) : [];
-  // Fresh optimizers every stage: a stage's rates and variables differ from the last one's.
-  const headOpt = makeOptimizer(p.hp, stage.learningRate);
-  const baseOpt = top ? makeOptimizer(p.hp, stage.learningRate * p.baseMultiplier) : null;
   const close = () => {
-    if (top) snapshotLayers(top, trained);
+    if (top && p.keepWeights !== false) snapshotLayers(top, trained);
     if (bottom && bottom !== p.base) bottom.dispose();
     top?.dispose();
     tf.dispose(scaleConstants);
-    disposeOptimizer(headOpt);
-    if (baseOpt) disposeOptimizer(baseOpt);
   };
+  let baseGroups: BaseGroup[];
+  try {
+    baseGroups = (top?.layers ?? [])
+      .filter((l) => l.trainableWeights.length > 0)
+      .map((l) => {
+        const vars = l.trainableWeights.map((w) => w.read() as tf.Variable);
+        const rateFactor = p.rateFactors.get(l.name);
+        if (rateFactor === undefined) throw new Error(`no learning-rate factor for base layer ${l.name}`);
+        return { layer: l.name, optimizer: p.optimizers.base(l.name, vars), vars, rateFactor };
+      });
+  } catch (error) {
+    close();
+    throw error;
+  }
 
   let trainFeatures: Float32Array | null;
   let valFeatures: Float32Array | null;
   try {
     const width = product(cutShape);
-    const canCache = !atInput && width * 4 * Math.max(p.train.images.length, p.val?.images.length ?? 0) <= MAX_FEATURE_CACHE_BYTES;
+    const canCache = !atInput && width * 4 * Math.max(p.train.labels.length, p.val?.labels.length ?? 0) <= MAX_FEATURE_CACHE_BYTES;
+    const frozen = (split: LabelledImages) => async () => {
+      await p.pixels();
+      return runFrozen(bottom!, split.images, p.size, width, 32);
+    };
     // Augmented images change every epoch, so their features cannot be cached.
-    trainFeatures = canCache && !p.augmentation ? await p.memo('train', cut.cutLayer, () => runFrozen(bottom!, p.train.images, p.size, width, 32)) : null;
+    trainFeatures = canCache && !p.augmentation ? await p.memo('train', cut.cutLayer, frozen(p.train)) : null;
     const val = p.val;
-    valFeatures = canCache && val ? await p.memo('val', cut.cutLayer, () => runFrozen(bottom!, val.images, p.size, width, 32)) : null;
+    valFeatures = canCache && val ? await p.memo('val', cut.cutLayer, frozen(val)) : null;
+    // Batches built from images (no cached features for a split) need the pixels.
+    if (!trainFeatures || (val && !valFeatures)) await p.pixels();
   } catch (error) {
     close();
     throw error;
@@ -93,10 +113,10 @@ export async function openStage(p: {
     head,
     top,
     topTraining: p.scratch,
-    headOpt,
-    baseOpt,
+    headOpt: p.optimizers.head,
     headVars: head.trainableWeights.map((w) => w.read() as tf.Variable),
-    baseVars: top ? top.trainableWeights.map((w) => w.read() as tf.Variable) : [],
+    baseGroups,
+    baseVars: baseGroups.flatMap((g) => g.vars),
     input: batchInput({ size: p.size, cutShape, bottom, augmentation: p.augmentation, augRandom: p.augRandom }),
     trainFeatures,
     valFeatures,

@@ -28,12 +28,13 @@ import { registerBatchNormGradient } from './batch-norm-gradient.ts';
 import { EarlyStopping, type EarlyStoppingState } from './early-stopping.ts';
 import { evaluate, trainEpoch, type BatchEvent } from './epoch.ts';
 import { buildClassifierHead, classWeightVector } from './head.ts';
-import { optimizerState, restoreOptimizerState } from './optimizers.ts';
+import { findLearningRate, type LearningRateFinderResult } from './lr-finder.ts';
+import { disposeOptimizer, makeOptimizer, optimizerState, restoreOptimizerState } from './optimizers.ts';
 import { prototypeRun } from './prototype-run.ts';
 import { cannotFit, currentBackend, fitMicroBatch, memoryBudget, residentBytes, stepMemory } from './micro-batch.ts';
-import { learningRateForEpoch } from './schedule.ts';
+import { learningRateForEpoch, oneCycleAt, stageWarmupFactor } from './schedule.ts';
 import { openStage, type FeatureMemo, type StageSession } from './stage.ts';
-import { planStages, type PlannedStage } from './stages.ts';
+import { baseRateFactors, planStages, type PlannedStage } from './stages.ts';
 import { hashSeed, initialWeights, layerGraph, tensorShape, type LayerGraph } from './surgery.ts';
 import { checkRun, decodeTrainingState, encodeTrainingState, TrainingStateError, type RunDescription, type TensorData, type TrainingState } from './training-state.ts';
 import type { EpochReport, LabelledImages, TrainClassifierOptions, TrainClassifierResult } from './types.ts';
@@ -47,8 +48,10 @@ export type { CheckpointData, EpochEvent, EpochReport, LabelledImages, TrainClas
 interface StageStart {
   firstEpoch: number;
   earlyStopping?: EarlyStoppingState;
-  optimizers?: { head: TensorData[]; base: TensorData[] | null };
 }
+
+/** Optimizer states a resumed run loads into the optimizers of the first stage it opens. */
+type SavedOptimizers = NonNullable<TrainingState['optimizers']>;
 
 /** Where in the plan an epoch ended, and the stage's early-stopping counters there. */
 interface StatePosition {
@@ -64,6 +67,8 @@ interface RunSetup {
   dim: number;
   val: LabelledImages | null;
   memo: FeatureMemo;
+  /** Resolves once the images are decoded (at once unless the caller deferred decoding). */
+  pixels: () => Promise<void>;
   run: RunDescription;
 }
 
@@ -78,7 +83,11 @@ export async function trainClassifier(opts: TrainClassifierOptions): Promise<Tra
   try {
     let next = { stage: 0, start: { firstEpoch: 1 } as StageStart };
     if (resume) next = run.restore(resume);
-    else run.initialise();
+    else {
+      run.initialise();
+      // Before any epoch, so a resumed run finds the chosen rate in its state and never repeats it.
+      if (opts.hyperparameters.learningRate === 'auto') await run.findLearningRate();
+    }
     for (let s = next.stage; s < run.stages.length && !run.stopped; s++) {
       await run.trainStage(s, s === next.stage ? next.start : { firstEpoch: 1 });
     }
@@ -97,17 +106,24 @@ function prepare(opts: TrainClassifierOptions): RunSetup {
   if (graph.inputShape.join() !== [size, size, 3].join()) {
     throw new Error(`trainClassifier: base takes [${graph.inputShape}] but inputSize is ${size}`);
   }
-  checkSplit('train', opts.train, size * size * 3, numClasses);
-  const val = opts.val && opts.val.images.length > 0 ? opts.val : null;
-  if (val) checkSplit('val', val, size * size * 3, numClasses);
-  if (opts.train.images.length === 0) throw new Error('trainClassifier: no training images');
+  // Sizes come from the labels: with deferred decoding the images are not there yet.
+  const val = opts.val && opts.val.labels.length > 0 ? opts.val : null;
+  const checkSplits = (images: boolean) => {
+    checkSplit('train', opts.train, size * size * 3, numClasses, images);
+    if (val) checkSplit('val', val, size * size * 3, numClasses, images);
+  };
+  checkSplits(!opts.loadImages);
+  if (opts.train.labels.length === 0) throw new Error('trainClassifier: no training images');
+  let loading: Promise<void> | null = null;
+  const pixels = opts.loadImages ? () => (loading ??= opts.loadImages!().then(() => checkSplits(true))) : () => Promise.resolve();
   return {
     opts,
     graph,
     dim: product(tensorShape(graph, graph.outputName)),
     val,
     memo: (split, cut, compute) => (opts.frozenFeatures ? opts.frozenFeatures({ cut, split }, compute) : compute()),
-    run: { base: opts.base.info.id, strategy: opts.strategy, hyperparameters: opts.hyperparameters, labels: opts.labels, train: opts.train.images.length, val: val?.images.length ?? 0 },
+    pixels,
+    run: { base: opts.base.info.id, strategy: opts.strategy, hyperparameters: opts.hyperparameters, labels: opts.labels, train: opts.train.labels.length, val: val?.labels.length ?? 0 },
   };
 }
 
@@ -126,7 +142,17 @@ class ClassifierRun {
   private stoppedEarly = false;
   private random: { shuffle: Random; augment: Random; dropout: Random };
   private readonly scratch: boolean;
-  private readonly baseMultiplier: number;
+  /** Base layer → its rate ÷ the head's (baseLearningRateMultiplier or layerLearningRateDecay). */
+  private readonly rateFactors: Map<string, number>;
+  /** The run's rate: the spec's, or the range test's choice (learningRate "auto"). */
+  private learningRate: number;
+  private finder: LearningRateFinderResult | null = null;
+  /** The head's optimizer and each trained base layer's: they live for the run, so progressive
+   * unfreezing carries their moments into the next stage; a newly unfrozen layer gets a fresh one. */
+  private headOpt: tf.Optimizer | null = null;
+  private readonly baseOpts = new Map<string, tf.Optimizer>();
+  /** After restore: states to load into the optimizers when the next stage opens. */
+  private savedOptimizers: SavedOptimizers | null = null;
   private readonly batchSize: number;
   private readonly classWeights: Float32Array | null;
   /** The smallest micro-batch a stage of this call trained with (null before the first). */
@@ -139,8 +165,9 @@ class ClassifierRun {
     this.opts = setup.opts;
     this.hp = setup.opts.hyperparameters;
     this.scratch = this.opts.strategy === 'scratch';
-    this.baseMultiplier = this.scratch ? 1 : this.hp.baseLearningRateMultiplier;
-    this.batchSize = Math.max(1, Math.min(this.hp.batchSize, this.opts.train.images.length));
+    this.rateFactors = baseRateFactors(setup.graph, this.hp, this.scratch);
+    this.learningRate = this.hp.learningRate === 'auto' ? NaN : this.hp.learningRate;
+    this.batchSize = Math.max(1, Math.min(this.hp.batchSize, this.opts.train.labels.length));
     this.classWeights = classWeightVector(this.hp.classWeights, this.opts.labels, this.opts.train.labels);
     const seed = this.hp.seed;
     this.random = { shuffle: mulberry32(seed), augment: mulberry32(hashSeed(seed, 'augment')), dropout: mulberry32(hashSeed(seed, 'dropout')) };
@@ -162,39 +189,28 @@ class ClassifierRun {
     // Before the stage allocates anything: a spec that cannot fit fails here, before any work.
     const microBatch = this.planMicroBatch(stage);
     this.microBatch = Math.min(this.microBatch ?? microBatch, microBatch);
-    const session = await openStage({
-      graph: setup.graph,
-      base: opts.base.model,
-      stage,
-      head: this.head,
-      trained: this.trained,
-      hp,
-      baseMultiplier: this.baseMultiplier,
-      scratch: this.scratch,
-      size: opts.inputSize,
-      train: opts.train,
-      val: setup.val,
-      augmentation: augmentationEnabled(hp.augmentation) ? hp.augmentation! : null,
-      augRandom: this.random.augment,
-      memo: setup.memo,
+    const session = await this.openSession(stage, {
+      head: (this.headOpt ??= makeOptimizer(hp, this.learningRate)),
+      base: (layer) => this.baseOpts.get(layer) ?? this.baseOpts.set(layer, makeOptimizer(hp, this.learningRate)).get(layer)!,
     });
     try {
-      if (start.optimizers) await this.restoreOptimizers(session, start.optimizers);
+      if (this.savedOptimizers) await this.restoreOptimizers(session, this.savedOptimizers);
+      this.savedOptimizers = null;
       stage.cut.trainableLayers.forEach((l) => this.everTrained.add(l));
       const earlyStopping = new EarlyStopping(hp.earlyStopping, start.earlyStopping);
-      const stageHp = { ...hp, epochs: stage.epochs };
+      const unfreezesMore = index > 0 && stage.cut.trainableLayers.length > this.stages[index - 1]!.cut.trainableLayers.length;
+      const rates = this.stageRates(stage, unfreezesMore);
       const dropSeed = () => Math.floor(this.random.dropout() * 2 ** 31);
       for (let e = start.firstEpoch; e <= stage.epochs && !this.stopped; e++) {
         const t0 = performance.now();
-        const lr = learningRateForEpoch(stageHp, e, stage.learningRate);
+        const lr = rates(e, 0).learningRate;
         const outcome = await trainEpoch({
           net: session,
           train: opts.train,
           features: session.trainFeatures,
           input: session.input,
           hp,
-          learningRate: lr,
-          baseLearningRate: lr * this.baseMultiplier,
+          rates: (batch) => rates(e, batch),
           batchSize: this.batchSize,
           microBatch,
           numClasses: opts.labels.length,
@@ -224,7 +240,8 @@ class ClassifierRun {
           valLoss: v ? v.loss : null,
           valAcc: v ? v.acc : null,
           learningRate: lr,
-          baseLearningRate: session.top ? lr * this.baseMultiplier : null,
+          // The top block's rate (with layerLearningRateDecay the blocks below train slower).
+          baseLearningRate: session.baseGroups.length > 0 ? lr * Math.max(...session.baseGroups.map((g) => g.rateFactor)) : null,
           durationMs: performance.now() - t0,
           isBest,
           trainableLayers: stage.cut.trainableLayers,
@@ -237,6 +254,67 @@ class ClassifierRun {
     } finally {
       session.close();
     }
+  }
+
+  private openSession(stage: PlannedStage, optimizers: Parameters<typeof openStage>[0]['optimizers'], finder = false): Promise<StageSession> {
+    const { opts, hp, setup } = this;
+    return openStage({
+      graph: setup.graph,
+      base: opts.base.model,
+      stage,
+      head: this.head,
+      trained: this.trained,
+      optimizers,
+      rateFactors: this.rateFactors,
+      keepWeights: !finder,
+      scratch: this.scratch,
+      size: opts.inputSize,
+      train: opts.train,
+      val: setup.val,
+      augmentation: augmentationEnabled(hp.augmentation) ? hp.augmentation! : null,
+      // The range test draws from streams of its own: the run's stay as they would be without it.
+      augRandom: finder ? mulberry32(hashSeed(hp.seed, 'lr_find_augment')) : this.random.augment,
+      memo: setup.memo,
+      pixels: setup.pixels,
+    });
+  }
+
+  /**
+   * The step rates of a stage: (1-based epoch, 0-based batch) → head rate and SGD momentum.
+   * one_cycle: fastai's cycle over the stage's steps (each stage of progressive unfreezing runs
+   * its own cycle, as fastai's fine_tune does). Otherwise the per-epoch schedule, and a stage
+   * that unfreezes new layers after the first (`warm`) ramps up over its first epoch unless
+   * warmupEpochs already warms it.
+   */
+  private stageRates(stage: PlannedStage, warm: boolean): (epoch: number, batch: number) => { learningRate: number; momentum: number | null } {
+    const { hp } = this;
+    const base = stage.learningRate ?? this.learningRate;
+    const stepsPerEpoch = Math.ceil(this.opts.train.labels.length / this.batchSize);
+    const schedule = hp.lrSchedule;
+    if (schedule.type === 'one_cycle') {
+      const total = stage.epochs * stepsPerEpoch;
+      return (e, b) => oneCycleAt(schedule, base, (e - 1) * stepsPerEpoch + b, total);
+    }
+    const stageHp = { ...hp, epochs: stage.epochs };
+    const warmSteps = warm && hp.warmupEpochs === 0 ? stepsPerEpoch : 0;
+    return (e, b) => ({ learningRate: learningRateForEpoch(stageHp, e, base) * stageWarmupFactor((e - 1) * stepsPerEpoch + b, warmSteps), momentum: null });
+  }
+
+  /** learningRate "auto": the range test on the first stage's trainable part; sets the run's rate. */
+  async findLearningRate(): Promise<void> {
+    const { opts, hp } = this;
+    const stage = this.stages[0]!;
+    const microBatch = this.planMicroBatch(stage);
+    this.finder = await findLearningRate({
+      open: (optimizers) => this.openSession(stage, optimizers, true),
+      head: this.head,
+      makeOptimizer: () => makeOptimizer(hp, 1),
+      step: { train: opts.train, hp, microBatch, numClasses: opts.labels.length, classWeights: this.classWeights },
+      batchSize: this.batchSize,
+      seed: hp.seed,
+    });
+    this.learningRate = this.finder.chosen;
+    await opts.onLearningRateFinder?.(this.finder);
   }
 
   /**
@@ -266,6 +344,7 @@ class ClassifierRun {
         trainableLayers: this.setup.graph.order.filter((l) => this.everTrained.has(l)),
         history: this.history,
         microBatchSize: this.microBatch ?? this.batchSize,
+        learningRateFinder: this.finder,
       };
     } finally {
       if (!best) disposeMap(weights);
@@ -273,6 +352,8 @@ class ClassifierRun {
   }
 
   dispose(): void {
+    if (this.headOpt) disposeOptimizer(this.headOpt);
+    this.baseOpts.forEach(disposeOptimizer);
     this.best.dispose();
     disposeMap(this.trained);
     this.head.dispose();
@@ -310,8 +391,9 @@ class ClassifierRun {
       head: await weightData(headWeights),
       trained: await session.trainedData(),
       bestWeights: await weightData(this.best.weights ?? new Map()),
-      // A finished stage's optimizers are never used again: the next stage makes fresh ones.
-      optimizers: at.stageDone ? null : { head: await optimizerState(session.headOpt), base: session.baseOpt ? await optimizerState(session.baseOpt) : null },
+      // Kept even when the stage is done: the next stage goes on with them.
+      optimizers: await this.optimizerStates(),
+      learningRateFinder: this.finder,
     };
     return encodeTrainingState(state);
   }
@@ -326,11 +408,12 @@ class ClassifierRun {
     if (s.epoch < 1 || !s.best) fail('no completed epoch');
     if (s.stageEpoch < 1 || s.stageEpoch > stage.epochs) fail(`epoch ${s.stageEpoch} of a ${stage.epochs}-epoch stage`);
     if (!s.stageDone && s.stageEpoch === stage.epochs) fail('the last epoch of a stage is not marked done');
-    if (!s.stageDone) {
-      if (!s.optimizers) fail('a stage in progress without optimizer state');
-      const trainsBase = stage.cut.topLayers.length > 0;
-      if ((s.optimizers!.base !== null) !== trainsBase) fail(`base optimizer state ${trainsBase ? 'missing' : 'for a stage that trains no base layer'}`);
-    }
+    if (!s.optimizers) fail('no optimizer state');
+    // The stage that goes on (or the next): it trains every layer an earlier stage trained.
+    const nextStage = s.stageDone ? this.stages[s.stage + 1] : stage;
+    const stray = nextStage && [...s.optimizers!.base.keys()].find((l) => !nextStage.cut.trainableLayers.includes(l));
+    if (stray) fail(`optimizer state for base layer ${stray}, which stage ${nextStage.index} does not train`);
+    if (this.hp.learningRate === 'auto' && !s.learningRateFinder) fail('learningRate "auto" without the range test\'s result');
     const unknown = s.everTrained.find((l) => !graph.order.includes(l));
     if (unknown) fail(`unknown layer ${unknown}`);
     const headLayers = this.head.layers.filter((l) => l.weights.length > 0).map((l) => l.name);
@@ -350,14 +433,27 @@ class ClassifierRun {
     this.epoch = s.epoch;
     this.stoppedEarly = s.stoppedEarly;
     this.random = { shuffle: mulberry32(s.random.shuffle), augment: mulberry32(s.random.augment), dropout: mulberry32(s.random.dropout) };
-    return s.stageDone
-      ? { stage: s.stage + 1, start: { firstEpoch: 1 } }
-      : { stage: s.stage, start: { firstEpoch: s.stageEpoch + 1, earlyStopping: s.earlyStopping, optimizers: s.optimizers! } };
+    this.savedOptimizers = s.optimizers;
+    if (s.learningRateFinder) {
+      this.finder = s.learningRateFinder;
+      this.learningRate = s.learningRateFinder.chosen;
+    }
+    return s.stageDone ? { stage: s.stage + 1, start: { firstEpoch: 1 } } : { stage: s.stage, start: { firstEpoch: s.stageEpoch + 1, earlyStopping: s.earlyStopping } };
   }
 
-  private async restoreOptimizers(session: StageSession, saved: NonNullable<StageStart['optimizers']>): Promise<void> {
+  private async optimizerStates(): Promise<SavedOptimizers> {
+    const base = new Map<string, TensorData[]>();
+    for (const [layer, o] of this.baseOpts) base.set(layer, await optimizerState(o));
+    return { head: await optimizerState(this.headOpt!), base };
+  }
+
+  /** Loads saved states into the optimizers the session just made (the layers a new stage adds start fresh). */
+  private async restoreOptimizers(session: StageSession, saved: SavedOptimizers): Promise<void> {
     await restoreOptimizerState(session.headOpt, session.headVars, saved.head);
-    if (session.baseOpt) await restoreOptimizerState(session.baseOpt, session.baseVars, saved.base!);
+    for (const g of session.baseGroups) {
+      const state = saved.base.get(g.layer);
+      if (state) await restoreOptimizerState(g.optimizer, g.vars, state);
+    }
   }
 }
 

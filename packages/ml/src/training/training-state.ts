@@ -11,9 +11,11 @@
 // Pure data: no tfjs here. The engine turns models and optimizers into TensorData and back.
 import { createHash } from 'node:crypto';
 import type { EarlyStoppingState } from './early-stopping.ts';
+import type { LearningRateFinderResult } from './lr-finder.ts';
 import type { EpochReport } from './types.ts';
 
-export const TRAINING_STATE_FORMAT = 1;
+// 2: one optimizer per base layer, kept across stages; the learning-rate range test.
+export const TRAINING_STATE_FORMAT = 2;
 const MAGIC = [0x46, 0x54, 0x54, 0x53]; // "FTTS"
 const PREFIX_BYTES = 8;
 const DIGEST_BYTES = 32;
@@ -62,8 +64,11 @@ export interface TrainingState {
   head: Map<string, TensorData[]>;
   trained: Map<string, TensorData[]>;
   bestWeights: Map<string, TensorData[]>;
-  /** optimizers.ts optimizerState of the stage in progress; null once stageDone. */
-  optimizers: { head: TensorData[]; base: TensorData[] | null } | null;
+  /** optimizers.ts optimizerState of the head's optimizer and of each base layer's that has
+   * trained so far (they carry into later stages); null for a run without optimizers (prototype). */
+  optimizers: { head: TensorData[]; base: Map<string, TensorData[]> } | null;
+  /** learningRate "auto": the range test, so that a resumed run trains at the same rate without repeating it. */
+  learningRateFinder?: LearningRateFinderResult | null;
 }
 
 // ---- fingerprint
@@ -224,7 +229,7 @@ export function encodeTrainingState(s: TrainingState): Uint8Array {
     for (const [layer, ws] of s[key]) ws.forEach((w, i) => tensors.push([`${group}/${layer}/${i}`, w]));
   }
   s.optimizers?.head.forEach((w, i) => tensors.push([`optimizer/head/${i}`, w]));
-  s.optimizers?.base?.forEach((w, i) => tensors.push([`optimizer/base/${i}`, w]));
+  for (const [layer, ws] of s.optimizers?.base ?? []) ws.forEach((w, i) => tensors.push([`optimizer/base/${layer}/${i}`, w]));
   const header = {
     fingerprint: runFingerprint(s.run),
     run: s.run,
@@ -238,7 +243,8 @@ export function encodeTrainingState(s: TrainingState): Uint8Array {
     everTrained: s.everTrained,
     best: s.best,
     history: s.history,
-    optimizers: s.optimizers ? { head: s.optimizers.head.length, base: s.optimizers.base?.length ?? null } : null,
+    optimizers: s.optimizers ? { head: s.optimizers.head.length, base: Object.fromEntries([...s.optimizers.base].map(([layer, ws]) => [layer, ws.length])) } : null,
+    learningRateFinder: s.learningRateFinder ?? null,
   };
   return packBlob(header, tensors);
 }
@@ -288,7 +294,7 @@ export function decodeTrainingState(blob: Uint8Array): TrainingState {
   if (history.length !== h.epoch) fail(`history has ${history.length} epochs; the state is after epoch ${String(h.epoch)}`);
 
   const groups: Record<Group, Map<string, TensorData[]>> = { head: new Map(), trained: new Map(), best: new Map() };
-  const optimizers = { head: [] as TensorData[], base: [] as TensorData[] };
+  const optimizers = { head: [] as TensorData[], base: new Map<string, TensorData[]>() };
   for (const [name, t] of tensors) {
     const first = name.indexOf('/');
     const last = name.lastIndexOf('/');
@@ -296,14 +302,25 @@ export function decodeTrainingState(blob: Uint8Array): TrainingState {
     const middle = name.slice(first + 1, last);
     const index = Number(name.slice(last + 1));
     if (first < 0 || last <= first || !Number.isInteger(index)) fail(`unexpected tensor name ${name}`);
-    const list = group === 'optimizer' ? (middle === 'head' || middle === 'base' ? optimizers[middle] : fail(`unexpected tensor ${name}`)) : group in groups ? listFor(groups[group as Group], middle) : fail(`unexpected tensor ${name}`);
+    const optimizerList = () =>
+      middle === 'head' ? optimizers.head : middle.startsWith('base/') && middle.length > 5 ? listFor(optimizers.base, middle.slice(5)) : fail(`unexpected tensor ${name}`);
+    const list = group === 'optimizer' ? optimizerList() : group in groups ? listFor(groups[group as Group], middle) : fail(`unexpected tensor ${name}`);
     if (index !== list.length) fail(`tensor ${name} out of order`);
     list.push(t);
   }
   const opt = h.optimizers === null ? null : obj(h.optimizers);
   if (opt) {
-    if (opt.head !== optimizers.head.length || (opt.base === null ? optimizers.base.length !== 0 : opt.base !== optimizers.base.length)) fail('optimizer tensor counts do not match the header');
-  } else if (optimizers.head.length + optimizers.base.length > 0) fail('optimizer tensors without optimizer state');
+    const base = obj(opt.base);
+    const counts = [...optimizers.base].map(([layer, ws]) => [layer, ws.length] as const);
+    if (opt.head !== optimizers.head.length || Object.keys(base).length !== counts.length || counts.some(([layer, n]) => base[layer] !== n)) {
+      fail('optimizer tensor counts do not match the header');
+    }
+  } else if (optimizers.head.length + optimizers.base.size > 0) fail('optimizer tensors without optimizer state');
+  const finder = h.learningRateFinder === undefined || h.learningRateFinder === null ? null : obj(h.learningRateFinder);
+  if (finder) {
+    const curveOk = Array.isArray(finder.curve) && (finder.curve as unknown[]).every((p) => !!p && typeof p === 'object' && num((p as { lr?: unknown }).lr) && num((p as { loss?: unknown }).loss));
+    if (!num(finder.suggested) || !num(finder.chosen) || !curveOk) fail('bad learning-rate finder result');
+  }
 
   return {
     run: run as unknown as RunDescription,
@@ -320,7 +337,8 @@ export function decodeTrainingState(blob: Uint8Array): TrainingState {
     head: groups.head,
     trained: groups.trained,
     bestWeights: groups.best,
-    optimizers: opt ? { head: optimizers.head, base: opt.base === null ? null : optimizers.base } : null,
+    optimizers: opt ? { head: optimizers.head, base: optimizers.base } : null,
+    learningRateFinder: finder as LearningRateFinderResult | null,
   };
 }
 

@@ -4,10 +4,15 @@ import type { tf } from '../backend.ts';
 import type { SerializedModel } from '../export.ts';
 import type { BaseModel } from '../zoo.ts';
 import type { BatchEvent } from './epoch.ts';
+import type { LearningRateFinderResult } from './lr-finder.ts';
 
 export interface LabelledImages {
-  /** Each image RGB uint8 (0..255), inputSize × inputSize × 3, row-major HWC. */
+  /**
+   * Each image RGB uint8 (0..255), inputSize × inputSize × 3, row-major HWC. Empty until
+   * `TrainClassifierOptions.loadImages` has filled it, when the caller defers decoding.
+   */
   images: Uint8Array[];
+  /** One class id per sample: the split's size. */
   labels: Int32Array;
 }
 
@@ -63,6 +68,16 @@ export interface TrainClassifierOptions {
    * The key says nothing about the base model, the dataset or the split: the caller adds those.
    */
   frozenFeatures?: (key: { cut: string; split: 'train' | 'val' }, compute: () => Promise<Float32Array>) => Promise<Float32Array>;
+  /**
+   * Deferred decoding: when given, `train.images` and `val.images` may stay empty until this
+   * fills them (in `labels` order). The engine calls it once, the first time something needs
+   * pixels (a `frozenFeatures` miss, augmentation, a cut below the cached features, scratch);
+   * a run whose features all come from `frozenFeatures` never decodes an image.
+   */
+  loadImages?: () => Promise<void>;
+  /** learningRate "auto": called once the range test has chosen the rate, before the first epoch
+   * (not on a resume: the state carries the result). */
+  onLearningRateFinder?: (result: LearningRateFinderResult) => Promise<void>;
   /** Called for the epochs trained by this call only (not for those restored by `resumeFrom`). */
   onEpochEnd?: (e: EpochEvent) => Promise<void>;
   /** After every training batch: the epoch in progress (1-based, across stages) and its running figures. */
@@ -97,4 +112,6 @@ export interface TrainClassifierResult {
    * summed the gradients of several micro-batches. Absent for prototype (no gradient step).
    */
   microBatchSize?: number;
+  /** learningRate "auto": the range test (restored from the state on a resume); null otherwise. */
+  learningRateFinder?: LearningRateFinderResult | null;
 }

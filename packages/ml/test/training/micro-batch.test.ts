@@ -28,20 +28,23 @@ function makeNet(base: ReturnType<typeof tinyResidualBase>, h: ReturnType<typeof
   const cut = inputCut(graph);
   const top = rebuild(graph, { from: cut.cutLayer, to: graph.outputName, layers: cut.topLayers, name: 'top', trainable: true });
   const head = buildClassifierHead(8, 3, h.head, h.seed);
+  const baseGroups = top.layers
+    .filter((l) => l.trainableWeights.length > 0)
+    .map((l) => ({ layer: l.name, optimizer: makeOptimizer(h, 0.05), vars: l.trainableWeights.map((w) => w.read() as tf.Variable), rateFactor: 1 }));
   const net: StageNet = {
     head,
     top,
     topTraining: false,
     headOpt: makeOptimizer(h, 0.05),
-    baseOpt: makeOptimizer(h, 0.05),
     headVars: head.trainableWeights.map((w) => w.read() as tf.Variable),
-    baseVars: top.trainableWeights.map((w) => w.read() as tf.Variable),
+    baseGroups,
+    baseVars: baseGroups.flatMap((g) => g.vars),
   };
   const dispose = () => {
     head.dispose();
     top.dispose();
     disposeOptimizer(net.headOpt);
-    disposeOptimizer(net.baseOpt!);
+    net.baseGroups.forEach((g) => disposeOptimizer(g.optimizer));
   };
   return { net, dispose };
 }
@@ -62,8 +65,7 @@ describe('gradient accumulation', () => {
         features: null,
         input: batchInput({ size: SIZE, cutShape: [SIZE, SIZE, 3], bottom: null, augmentation: null, augRandom: Math.random }),
         hp: h,
-        learningRate: 0.05,
-        baseLearningRate: 0.05,
+        rates: () => ({ learningRate: 0.05, momentum: null }),
         batchSize: 8,
         microBatch,
         numClasses: 3,

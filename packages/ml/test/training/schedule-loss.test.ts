@@ -20,7 +20,7 @@ beforeAll(async () => {
   await tf.setBackend('cpu');
 });
 
-const rates = (h: Parameters<typeof learningRateForEpoch>[0], lr = h.learningRate) =>
+const rates = (h: Parameters<typeof learningRateForEpoch>[0] & { learningRate: number | 'auto' }, lr = h.learningRate as number) =>
   Array.from({ length: h.epochs }, (_, i) => learningRateForEpoch(h, i + 1, lr));
 
 describe('learningRateForEpoch', () => {

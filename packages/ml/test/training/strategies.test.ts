@@ -104,9 +104,11 @@ describe('trainClassifier strategies', () => {
         ],
       }),
     });
+    // Stage 2 unfreezes more layers, so it warms up over its first epoch (24 images in batches
+    // of 8: 3 steps, the first at 1/4 of the rate); an epoch reports its first step's rate.
     expect(r.history.map((h) => [h.stage, h.learningRate, h.trainableLayers.length])).toEqual([
       [1, 0.05, 2],
-      [2, 0.01, 6],
+      [2, 0.01 / 4, 6],
     ]);
     expect(r.trainableLayers).toEqual(['stem_conv', 'stem_bn', 'b1_conv', 'b1_bn', 'top_conv', 'top_bn']);
     r.model.dispose();

@@ -8,6 +8,7 @@ import {
   encodeTrainingState,
   packBlob,
   runFingerprint,
+  TRAINING_STATE_FORMAT,
   TrainingStateError,
   unpackBlob,
   type TensorData,
@@ -49,7 +50,8 @@ function sampleState(): TrainingState {
       ['top_bn', [f32([2], [1, 1]), f32([2], [0, 0]), f32([0], []), f32([], [7])]],
     ]),
     bestWeights: new Map([['head_logits', [f32([2, 2], [9, 8, 7, 6]), f32([2], [1, 2])]]]),
-    optimizers: { head: [{ dtype: 'int32', shape: [], data: Int32Array.of(6) }, f32([2, 2], [0.1, 0.2, 0.3, 0.4])], base: null },
+    optimizers: { head: [{ dtype: 'int32', shape: [], data: Int32Array.of(6) }, f32([2, 2], [0.1, 0.2, 0.3, 0.4])], base: new Map([['top/conv', [{ dtype: 'int32', shape: [], data: Int32Array.of(6) }, f32([2], [0.5, 0.6])]]]) },
+    learningRateFinder: { suggested: 0.003, chosen: 0.003, curve: [{ lr: 1e-7, loss: 2.3 }, { lr: 1.2e-7, loss: 2.25 }] },
   };
 }
 
@@ -80,7 +82,7 @@ describe('training-state blob', () => {
     expect(String.fromCharCode(...blob.subarray(0, 4))).toBe('FTTS');
     const headerLength = new DataView(blob.buffer).getUint32(4, true);
     const header = JSON.parse(new TextDecoder().decode(blob.subarray(8, 8 + headerLength)));
-    expect(header).toMatchObject({ format: 1, note: 'x', tensors: [{ name: 't', dtype: 'float32', shape: [1], offset: 0, bytes: 4 }] });
+    expect(header).toMatchObject({ format: TRAINING_STATE_FORMAT, note: 'x', tensors: [{ name: 't', dtype: 'float32', shape: [1], offset: 0, bytes: 4 }] });
     const dataStart = Math.ceil((8 + headerLength) / 8) * 8;
     expect(Array.from(blob.subarray(dataStart, dataStart + 4))).toEqual([0x00, 0x00, 0x80, 0x3f]); // 1.0f LE
     expect(blob.length).toBe(dataStart + 4 + 32);
@@ -116,12 +118,14 @@ describe('training-state blob', () => {
     const { header, tensors } = unpackBlob(encodeTrainingState(s));
     const future = packBlob(header, [...tensors]);
     const len = new DataView(future.buffer).getUint32(4, true);
-    const json = new TextDecoder().decode(future.subarray(8, 8 + len)).replace('"format":1', '"format":2');
+    const json = new TextDecoder().decode(future.subarray(8, 8 + len)).replace(`"format":${TRAINING_STATE_FORMAT}`, `"format":${TRAINING_STATE_FORMAT + 1}`);
     const edited = new Uint8Array(future.length);
     edited.set(future);
     edited.set(new TextEncoder().encode(json), 8);
     edited.set(createHash('sha256').update(edited.subarray(0, edited.length - 32)).digest(), edited.length - 32);
-    expect(() => decodeTrainingState(edited)).toThrow(/format 2/);
+    expect(() => decodeTrainingState(edited)).toThrow(new RegExp(`format ${TRAINING_STATE_FORMAT + 1}; this version reads format ${TRAINING_STATE_FORMAT}`));
+    expect(() => decodeTrainingState(repack((_, t) => t.delete('optimizer/base/top/conv/1')))).toThrow(/optimizer tensor counts/);
+    expect(() => decodeTrainingState(repack((h) => (h.learningRateFinder = { suggested: 'x', chosen: 1, curve: [] })))).toThrow(/learning-rate finder/);
   });
 
   it('fingerprints the run independently of key order, and names what differs', () => {

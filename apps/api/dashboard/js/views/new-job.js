@@ -169,7 +169,10 @@ export function newJobView(main, { params, navigate }) {
     if (!wrappers.optimizer.hidden) hyperparameters.optimizer = controls.optimizer.value;
     if (value('topLayers') !== undefined) hyperparameters.unfreeze = { topLayers: value('topLayers') };
     if (value('patience') !== undefined) hyperparameters.earlyStopping = { patience: value('patience') };
-    const body = { datasetId: controls.datasetId.value, baseModel: controls.baseModel.value, strategy, hyperparameters };
+    // A custom base (the tenant's own) is named by id in an object; a zoo base by its name.
+    const base = controls.baseModel.selectedOptions[0];
+    const baseModel = base?.dataset.kind === 'custom' ? { baseModelId: base.value } : controls.baseModel.value;
+    const body = { datasetId: controls.datasetId.value, baseModel, strategy, hyperparameters };
     if (value('maxRuntimeSeconds') !== undefined) body.maxRuntimeSeconds = value('maxRuntimeSeconds');
     if (!wrappers.compareWithScratch.hidden && controls.compareWithScratch.checked) body.compareWithScratch = true;
     return body;
@@ -201,8 +204,13 @@ export function newJobView(main, { params, navigate }) {
         controls.datasetId.append(h('option', { value: d.id, selected: d.id === params.get('dataset') }, `${d.name} — ${d.classes.length} classes, ${d.counts.images} images`));
       }
       for (const b of bases.items) {
-        const option = h('option', { value: b.id, disabled: !b.available }, `${b.id} (${b.inputSize} px${b.pretrained ? '' : ', random init'})${b.available ? '' : ' — unavailable'}`);
-        option.dataset.description = `${b.description} Source: ${b.source}; licence: ${b.licence}.`;
+        const option =
+          b.kind === 'custom'
+            ? h('option', { value: b.id, disabled: !b.available }, `${b.name} (yours, ${b.inputSize ?? '?'} px)${b.available ? '' : ` — ${b.status}`}`)
+            : h('option', { value: b.id, disabled: !b.available }, `${b.id} (${b.inputSize} px${b.pretrained ? '' : ', random init'})${b.available ? '' : ' — unavailable'}`);
+        option.dataset.kind = b.kind;
+        option.dataset.description =
+          b.kind === 'custom' ? `Your own base: embedding layer ${b.embeddingLayer}, ${b.embeddingSize ?? '?'}-d, pixels scaled ${b.scale}.` : `${b.description} Source: ${b.source}; licence: ${b.licence}.`;
         controls.baseModel.append(option);
       }
       const preferred = bases.items.find((b) => b.id === 'mobilenet_v2' && b.available) ?? bases.items.find((b) => b.available);

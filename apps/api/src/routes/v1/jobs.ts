@@ -7,7 +7,7 @@ import { callerOf } from '../../plugins/auth.ts';
 import { bearer } from '../../plugins/openapi.ts';
 import { Checkpoint, errorResponses, Job, Metric, NoContent, Pages } from '../../response-schemas.ts';
 import { CreatedAfter, IdParams, ListQuery, Uuid } from '../../schemas.ts';
-import { cancelJob, createJob, deleteJob, getJob, listCheckpoints, presentCheckpoint, presentJob, presentMetric } from '../../services/jobs.service.ts';
+import { cancelJob, createJob, deleteJob, getJob, getJobWithMetrics, listCheckpoints, presentCheckpoint, presentJob, presentMetric } from '../../services/jobs.service.ts';
 
 const tags = ['jobs'];
 
@@ -35,6 +35,7 @@ const listRoute = {
         ...ListQuery.properties,
         status: Type.Optional(Type.Union(JOB_STATUSES.map((s) => Type.Literal(s)) as [ReturnType<typeof Type.Literal<(typeof JOB_STATUSES)[number]>>])),
         datasetId: Type.Optional(Uuid()),
+        sweepId: Type.Optional(Uuid()),
         createdAfter: CreatedAfter,
       },
       { additionalProperties: false },
@@ -71,18 +72,15 @@ export async function jobRoutes(fastify: FastifyInstance, { deps }: { deps: AppD
   });
 
   app.get('/v1/jobs', listRoute, async (request) => {
-    const { status, datasetId, createdAfter, ...page } = request.query;
-    const filters = { status, datasetId, createdAfter: createdAfter ? new Date(createdAfter) : undefined };
+    const { status, datasetId, sweepId, createdAfter, ...page } = request.query;
+    const filters = { status, datasetId, sweepId, createdAfter: createdAfter ? new Date(createdAfter) : undefined };
     const result = await deps.jobs.list(callerOf(request).tenantId, page, filters);
     // Lists carry no per-epoch figures; GET /v1/jobs/:id has them.
     return { items: result.items.map((job) => presentJob(job, [])), nextCursor: result.nextCursor };
   });
 
   app.get('/v1/jobs/:id', getRoute, async (request) => {
-    const { tenantId } = callerOf(request);
-    // Both reads are scoped by tenant, so they can run at once: another tenant's job is a 404
-    // from getJob and no metric rows.
-    const [job, metrics] = await Promise.all([getJob(deps, tenantId, request.params.id), deps.jobs.metrics(request.params.id, tenantId)]);
+    const { job, metrics } = await getJobWithMetrics(deps, callerOf(request).tenantId, request.params.id);
     return presentJob(job, metrics);
   });
 

@@ -10,7 +10,7 @@ import { bearer, documentBody } from '../../plugins/openapi.ts';
 import { Binary, errorResponses, Model, NoContent, Pages, Prediction } from '../../response-schemas.ts';
 import { CreatedAfter, IdParams, ListQuery, PredictJsonBody, Uuid } from '../../schemas.ts';
 import type { ModelCache } from '../../services/model-cache.ts';
-import { deleteModel, downloadModel, getModel, predict, presentModel } from '../../services/models.service.ts';
+import { deleteModel, downloadModel, getModel, predict, presentModel, setConfidenceThreshold } from '../../services/models.service.ts';
 
 // /predict takes multipart or JSON, so its body cannot carry a route schema (a multipart body
 // is not an object at validation time); the JSON form is checked with the same TypeBox schema.
@@ -36,14 +36,46 @@ const byId = (summary: string, response: object, description?: string) => ({
   schema: { summary, ...(description ? { description } : {}), tags, security: bearer, params: IdParams, response: { ...response, ...errorResponses } },
 });
 
-const getRoute = byId('Get a model', { 200: Model }, 'Labels, input shape and scaling, metrics, evaluation, transfer gain.');
+const getRoute = byId(
+  'Get a model',
+  { 200: Model },
+  'Labels, input shape and scaling, metrics, validation and test evaluations, calibration, confidence threshold, transfer gain.',
+);
+const Threshold = (description: string) => Type.Number({ minimum: 0, maximum: 1, description });
+const patchRoute = {
+  schema: {
+    summary: 'Set a model\'s confidence threshold',
+    description: 'Below the threshold (a calibrated top score), /predict and the downloaded page label an image "unknown". null removes it.',
+    tags,
+    security: bearer,
+    params: IdParams,
+    body: Type.Object(
+      { confidenceThreshold: Type.Union([Threshold('0–1'), Type.Null()]) },
+      { additionalProperties: false },
+    ),
+    response: { 200: Model, ...errorResponses },
+  },
+};
 const deleteRoute = byId('Delete a model', { 204: NoContent }, 'Its files go too; the job that trained it remains, without a model.');
 const downloadRoute = byId(
   'Download a model',
   { 200: Binary('application/zip: model.json, weights.bin, labels.json, metadata.json (a TensorFlow.js layers model), and index.html, app.js, style.css, tf.min.js: a page that runs it in a browser') },
 );
+const predictRouteById = byId(
+  'Predict',
+  { 200: Type.Object({ modelId: Uuid(), predictions: Type.Array(Prediction) }) },
+  'One image as multipart field `file`, or up to 32 as base64 JSON. Scores are calibrated probabilities when the model has a temperature; ' +
+    'below the confidence threshold (`?threshold=`, else the model\'s) the label is "unknown".',
+);
 const predictRoute = {
-  ...byId('Predict', { 200: Type.Object({ modelId: Uuid(), predictions: Type.Array(Prediction) }) }, 'One image as multipart field `file`, or up to 32 as base64 JSON.'),
+  ...predictRouteById,
+  schema: {
+    ...predictRouteById.schema,
+    querystring: Type.Object(
+      { threshold: Type.Optional(Threshold("a confidence threshold for this request, instead of the model's")) },
+      { additionalProperties: false },
+    ),
+  },
   config: {
     swaggerTransform: documentBody({
       'application/json': PredictJsonBody,
@@ -63,6 +95,10 @@ export async function modelRoutes(fastify: FastifyInstance, { deps, cache }: { d
   });
 
   app.get('/v1/models/:id', getRoute, async (request) => presentModel(await getModel(deps, callerOf(request).tenantId, request.params.id)));
+
+  app.patch('/v1/models/:id', patchRoute, async (request) =>
+    presentModel(await setConfidenceThreshold(deps, callerOf(request).tenantId, request.params.id, request.body.confidenceThreshold)),
+  );
 
   app.delete('/v1/models/:id', deleteRoute, async (request, reply) => {
     await deleteModel(deps, cache, callerOf(request).tenantId, request.params.id);
@@ -102,6 +138,7 @@ export async function modelRoutes(fastify: FastifyInstance, { deps, cache }: { d
         images.push(Buffer.from(instance.b64, 'base64'));
       });
     }
-    return { modelId: request.params.id, predictions: await predict(deps, cache, tenantId, request.params.id, images) };
+    const predictions = await predict(deps, cache, tenantId, request.params.id, images, request.query.threshold);
+    return { modelId: request.params.id, predictions };
   });
 }
