@@ -4,7 +4,7 @@
 // epoch on exactly one batch of images, so the step runs at the requested batch size (with
 // micro-batching where the backend's memory needs it).
 //
-//   node --conditions=development --import tsx bench/strategy-matrix.ts [--bases mobilenet_v2,inception_v3] [--batches 32,64]
+//   node --conditions=development --import tsx bench/strategy-matrix.ts [--bases mobilenet_v2,inception_v3] [--batches 32,64] [--cases full,scratch,…]
 //
 // Prints one markdown table and writes it to bench/results/strategy-matrix.md. Slow: a full
 // InceptionV3 step at batch 64 on one wasm core takes minutes.
@@ -20,12 +20,14 @@ const argv = process.argv.slice(2);
 const list = (flag: string, fallback: string) => (argv.includes(flag) ? argv[argv.indexOf(flag) + 1]! : fallback).split(',');
 const BASES = list('--bases', 'mobilenet_v2,inception_v3');
 const BATCHES = list('--batches', '32,64').map(Number);
+const ONLY_CASES = argv.includes('--cases') ? new Set(list('--cases', '')) : null;
 const CASES: Array<{ name: string; spec: Record<string, unknown> }> = [
   { name: 'full', spec: { strategy: 'full' } },
   { name: 'scratch', spec: { strategy: 'scratch' } },
   { name: 'fine_tune', spec: { strategy: 'fine_tune' } },
-  // Its default stages (every stage boundary is crossed; each epoch is still one step).
-  { name: 'progressive_unfreezing', spec: { strategy: 'progressive_unfreezing' } },
+  // Its default stages with one epoch each (3 epochs: head, top ~10 %, top ~35 %), so every stage
+  // boundary is crossed; each epoch is still one step.
+  { name: 'progressive_unfreezing', spec: { strategy: 'progressive_unfreezing', hyperparameters: { epochs: 3 } } },
   { name: 'feature_extraction + compareWithScratch', spec: { strategy: 'feature_extraction', compareWithScratch: true } },
 ];
 
@@ -49,7 +51,7 @@ async function main() {
       // Two digits, batch/2 + 4 images each; validationSplit leaves `batch` to train on: one step per epoch.
       const datasetId = await stack.uploadDataset(await mnistFolderZip([3, 7], batch / 2 + 4), `matrix-${batch}`);
       for (const base of BASES) {
-        for (const c of CASES) {
+        for (const c of CASES.filter((k) => !ONLY_CASES || ONLY_CASES.has(k.name))) {
           const spec = {
             datasetId,
             baseModel: base,
