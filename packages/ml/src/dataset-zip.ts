@@ -289,9 +289,11 @@ function layoutOf(images: string[][], ignored: number): DatasetIndex {
 // Reading
 
 /**
- * Streams the data of the entries named in `paths` (all image-like entries when null),
- * sequentially and in archive order, to `onEntry` (awaited before the next entry is read).
- * maxEntryBytes is enforced on the bytes actually inflated, and yauzl additionally rejects an
+ * Streams the data of the entries named in `paths` (all image-like entries when null), in
+ * archive order, to `onEntry`. With `concurrency` n > 1, up to n `onEntry` calls run at once
+ * (they start in archive order but may finish in any; a caller that keeps an order records it
+ * when its call starts); the default 1 awaits each before reading the next. The first error of
+ * an `onEntry` is thrown once the calls in flight have settled. maxEntryBytes is enforced on the bytes actually inflated, and yauzl additionally rejects an
  * entry whose data is longer than its declared size. If `onEntryError` is given, an entry whose
  * data cannot be read (corrupt deflate stream) is reported there and skipped; size violations
  * always throw.
@@ -302,6 +304,7 @@ export async function readZipEntries(
   limits: ZipLimits,
   onEntry: (path: string, data: Buffer) => Promise<void>,
   onEntryError?: (path: string, error: Error) => void,
+  options: { concurrency?: number } = {},
 ): Promise<void> {
   const zip = await openZip(zipPath);
   if (zip.entryCount > limits.maxEntries) {
@@ -309,6 +312,10 @@ export async function readZipEntries(
     throw new DatasetError('too_many_entries', `Archive has ${zip.entryCount} entries; the limit is ${limits.maxEntries}`);
   }
   let total = 0;
+  const concurrency = Math.max(1, options.concurrency ?? 1);
+  const inFlight = new Set<Promise<void>>();
+  // Set by a failed onEntry (a cast: TypeScript cannot see the callback assign it).
+  let failure = null as { error: unknown } | null;
   const iterator = iterateEntries(zip);
   try {
     for await (const entry of iterator) {
@@ -331,9 +338,20 @@ export async function readZipEntries(
       if (total > limits.maxUncompressedBytes) {
         throw new DatasetError('archive_too_large', `Images in the archive exceed ${limits.maxUncompressedBytes} bytes uncompressed`);
       }
-      await onEntry(name, data);
+      // onEntry starts in archive order; up to `concurrency` of them run at once (sharp decodes on
+      // libuv's pool, so one at a time would leave all but one core idle), and the next entry is
+      // read only when one finishes, so memory holds at most that many images.
+      const task = onEntry(name, data).catch((error: unknown) => void (failure ??= { error }));
+      inFlight.add(task);
+      void task.finally(() => inFlight.delete(task));
+      if (inFlight.size >= concurrency) await Promise.race(inFlight);
+      if (failure) throw failure.error;
     }
+    await Promise.all(inFlight);
+    if (failure) throw failure.error;
   } finally {
+    // Nothing runs on after we return or throw.
+    await Promise.all(inFlight);
     // Closes the zip (autoClose) if we left the loop early.
     await iterator.return(undefined);
     zip.close();

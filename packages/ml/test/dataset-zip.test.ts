@@ -213,6 +213,58 @@ describe('readZipEntries', () => {
     expect(some).toEqual(['b/1.png']);
   });
 
+  it('runs up to `concurrency` entries at once, started in archive order, and throws the first failure after the rest settle', async () => {
+    const files: Record<string, Uint8Array> = {};
+    for (let i = 0; i < 12; i++) files[`c/${String(i).padStart(2, '0')}.png`] = red;
+    const zip = writeZip(files);
+    const started: string[] = [];
+    const finished: string[] = [];
+    let inFlight = 0;
+    let most = 0;
+    await readZipEntries(
+      zip,
+      null,
+      LIMITS,
+      async (p) => {
+        started.push(p);
+        most = Math.max(most, ++inFlight);
+        // Later entries finish first: completion order is not archive order.
+        await new Promise((r) => setTimeout(r, 30 - started.length * 2));
+        inFlight--;
+        finished.push(p);
+      },
+      undefined,
+      { concurrency: 3 },
+    );
+    expect(started).toEqual(Object.keys(files));
+    expect(finished).not.toEqual(started);
+    expect(finished.sort()).toEqual(Object.keys(files));
+    expect(most).toBe(3);
+
+    let running = 0;
+    let settled = 0;
+    await expect(
+      readZipEntries(
+        zip,
+        null,
+        LIMITS,
+        async (p) => {
+          running++;
+          await new Promise((r) => setTimeout(r, 10));
+          running--;
+          settled++;
+          if (p === 'c/04.png') throw new Error('bad image c/04.png');
+        },
+        undefined,
+        { concurrency: 4 },
+      ),
+    ).rejects.toThrow('bad image c/04.png');
+    // Nothing was still running when it threw, and no entry started after the failure was seen
+    // beyond those already in flight.
+    expect(running).toBe(0);
+    expect(settled).toBeLessThan(12);
+  });
+
   it('rejects an entry that inflates beyond its (lying) declared size', async () => {
     // A 1 MB entry whose headers claim 1,000 bytes: passes the index, caught while inflating.
     const bytes = zipSync({ 'a/bomb.png': [new Uint8Array(1_000_000), { level: 9 }], 'b/1.png': [blue, { level: 0 }] });

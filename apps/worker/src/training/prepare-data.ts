@@ -1,8 +1,12 @@
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { datasetZipLimits, DomainError, type Config, type Hyperparameters } from '@finetune/core';
 import { decodeImageBytes, heldOutSplit, indexDatasetZip, readZipEntries, type ZipLimits } from '@finetune/ml';
 import type { ObjectStore } from '@finetune/storage';
 import type { RunTimings } from './run-timings.ts';
+
+/** Images decoded at once: sharp runs on libuv's pool (4 threads by default), one image per call. */
+const DECODE_CONCURRENCY = Math.max(2, availableParallelism());
 
 export interface SplitImages {
   /**
@@ -105,19 +109,37 @@ export async function decodeDataset(listing: DatasetListing, decoding: Decoding,
   const collected = { train: emptySplit(), val: emptySplit(), test: emptySplit() };
   const byPath = new Map(listing.entries.map((e) => [e.path, e]));
   const unreadable: string[] = [];
-  await readZipEntries(listing.zipPath, new Set(byPath.keys()), zipLimits(decoding.config), async (path, bytes) => {
-    if (isCanceled()) return;
-    const entry = byPath.get(path)!;
-    try {
-      const image = await decodeImageBytes(bytes, decoding.inputSize, { maxPixels: decoding.config.limits.imagePixels });
-      const split = collected[entry.split];
-      split.images.push(image);
-      split.targets.push(entry.target);
-      split.ids.push(path);
-    } catch {
-      unreadable.push(path); // corrupt or unsupported image: counted on the job, not fatal
+  // Decoded side by side, placed in archive order: the splits' order is what seeds, shuffles and
+  // resumes depend on, so it must not follow which decode finished first.
+  const inOrder: Array<{ path: string; image: Uint8Array | null }> = [];
+  await readZipEntries(
+    listing.zipPath,
+    new Set(byPath.keys()),
+    zipLimits(decoding.config),
+    async (path, bytes) => {
+      if (isCanceled()) return;
+      const slot = { path, image: null as Uint8Array | null };
+      inOrder.push(slot);
+      try {
+        slot.image = await decodeImageBytes(bytes, decoding.inputSize, { maxPixels: decoding.config.limits.imagePixels });
+      } catch {
+        // corrupt or unsupported image: counted on the job, not fatal
+      }
+    },
+    undefined,
+    { concurrency: DECODE_CONCURRENCY },
+  );
+  for (const { path, image } of inOrder) {
+    if (!image) {
+      unreadable.push(path);
+      continue;
     }
-  });
+    const entry = byPath.get(path)!;
+    const split = collected[entry.split];
+    split.images.push(image);
+    split.targets.push(entry.target);
+    split.ids.push(path);
+  }
   if (!isCanceled()) requireEveryClass(listing.labels, collected.train.targets);
   decoding.timings?.add('decode', performance.now() - started);
   return {
@@ -168,7 +190,8 @@ async function decodeInto(listing: DatasetListing, data: PreparedData, decoding:
   const images = new Map<SplitImages, Uint8Array[]>([[data.train, []]]);
   if (data.val) images.set(data.val, []);
   if (data.test) images.set(data.test, []);
-  await readZipEntries(listing.zipPath, new Set(slots.keys()), zipLimits(decoding.config), async (path, bytes) => {
+  // Decoded side by side; each image goes to its listed slot, whichever finishes first.
+  const decodeOne = async (path: string, bytes: Buffer) => {
     const slot = slots.get(path)!;
     let image: Uint8Array;
     try {
@@ -177,7 +200,8 @@ async function decodeInto(listing: DatasetListing, data: PreparedData, decoding:
       throw new Error(`image ${path} decoded in an earlier run of this dataset but not now: ${(error as Error).message}`);
     }
     images.get(slot.split)![slot.at] = image;
-  });
+  };
+  await readZipEntries(listing.zipPath, new Set(slots.keys()), zipLimits(decoding.config), decodeOne, undefined, { concurrency: DECODE_CONCURRENCY });
   for (const [split, decoded] of images) {
     const missing = split.ids.find((_, i) => decoded[i] === undefined);
     if (missing !== undefined) throw new Error(`image ${missing} is listed but was not read from the archive`);
