@@ -25,7 +25,7 @@ const paths: string[] = [];
 const BROKEN = 'digits/5/broken.png';
 
 beforeAll(async () => {
-  t = await buildTestApp({ QUEUE_PREFIX: `finetune-batch-${randomBytes(4).toString('hex')}` });
+  t = await buildTestApp({ QUEUE_PREFIX: `${process.env.QUEUE_PREFIX}-batch-${randomBytes(4).toString('hex')}` });
   worker = startWorker(t.config, pino({ level: 'warn' }));
   ({ modelId } = await createTinyModel(t, LABELS));
 

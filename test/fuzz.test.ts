@@ -409,7 +409,7 @@ function multipart(boundary: string, parts: FuzzPart[], close: boolean): Buffer 
 beforeAll(async () => {
   privateTmp = await mkdtemp(join(tmpdir(), 'finetune-fuzz-'));
   process.env.TMPDIR = privateTmp;
-  t = await buildTestApp({ QUEUE_PREFIX: `finetune-fuzz-${randomBytes(6).toString('hex')}` });
+  t = await buildTestApp({ QUEUE_PREFIX: `${process.env.QUEUE_PREFIX}-fuzz-${randomBytes(6).toString('hex')}` });
   port = await listen(t);
   agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
   const png = await digitPng(3, 0);

@@ -14,7 +14,7 @@ let worker: RunningWorker;
 let datasetId: string;
 
 beforeAll(async () => {
-  t = await buildTestApp({ QUEUE_PREFIX: `finetune-controls-${randomBytes(4).toString('hex')}` });
+  t = await buildTestApp({ QUEUE_PREFIX: `${process.env.QUEUE_PREFIX}-controls-${randomBytes(4).toString('hex')}` });
   worker = startWorker(t.config, pino({ level: 'warn' }));
   const zip = await mnistFolderZip([0, 6], 40);
   datasetId = (await t.http.post('/v1/datasets').attach('file', zip, 'd.zip').expect(201)).body.id;

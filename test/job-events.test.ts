@@ -105,7 +105,7 @@ let key: string;
 let datasetId: string;
 
 beforeAll(async () => {
-  t = await buildTestApp({ QUEUE_PREFIX: `finetune-events-${randomBytes(4).toString('hex')}` });
+  t = await buildTestApp({ QUEUE_PREFIX: `${process.env.QUEUE_PREFIX}-events-${randomBytes(4).toString('hex')}` });
   base = `http://127.0.0.1:${await listen(t)}`;
   key = t.auth.authorization.slice('Bearer '.length);
   const zip = await mnistFolderZip([1, 7], 12);

@@ -14,7 +14,7 @@ let t: TestApp;
 let datasetId: string;
 
 beforeAll(async () => {
-  t = await buildTestApp({ QUEUE_PREFIX: `finetune-lifecycle-${randomBytes(4).toString('hex')}` });
+  t = await buildTestApp({ QUEUE_PREFIX: `${process.env.QUEUE_PREFIX}-lifecycle-${randomBytes(4).toString('hex')}` });
   const zip = await mnistFolderZip([2, 5], 5);
   datasetId = (await t.http.post('/v1/datasets').attach('file', zip, 'd.zip').expect(201)).body.id;
 });

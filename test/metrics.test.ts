@@ -143,7 +143,7 @@ describe('worker metrics listener', () => {
 
   it('counts a finished job and its epochs, and answers /healthz', async () => {
     // A queue of its own: only this test's job reaches this worker.
-    const prefix = `finetune-metrics-${randomBytes(4).toString('hex')}`;
+    const prefix = `${process.env.QUEUE_PREFIX}-metrics-${randomBytes(4).toString('hex')}`;
     app = await buildTestApp({ QUEUE_PREFIX: prefix });
     const port = await freePort();
     worker = spawnWorker({ QUEUE_PREFIX: prefix, WORKER_METRICS_PORT: String(port), WORKER_METRICS_HOST: '127.0.0.1', METRICS_TOKEN, ML_BACKEND: 'wasm' });

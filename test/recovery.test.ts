@@ -18,7 +18,7 @@ afterEach(async () => {
 });
 
 function prefix(): string {
-  return `finetune-recovery-${randomBytes(4).toString('hex')}`;
+  return `${process.env.QUEUE_PREFIX}-recovery-${randomBytes(4).toString('hex')}`;
 }
 
 async function app(env: Record<string, string>): Promise<TestApp> {

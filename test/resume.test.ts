@@ -15,7 +15,7 @@ import { killGroup, spawnWorker, type SpawnedProcess } from './support/processes
 const LOCK_MS = 2_000;
 const EPOCHS = 6;
 const env = {
-  QUEUE_PREFIX: `finetune-resume-${randomBytes(4).toString('hex')}`,
+  QUEUE_PREFIX: `${process.env.QUEUE_PREFIX}-resume-${randomBytes(4).toString('hex')}`,
   WORKER_LOCK_DURATION_MS: String(LOCK_MS),
   RECONCILE_INTERVAL_MS: '2000',
   ML_BACKEND: 'wasm',

@@ -19,7 +19,7 @@ const log = pino({ level: 'warn' });
 const startTestWorker = () => startWorker({ ...t.config, workerConcurrency: 2 }, log);
 
 beforeAll(async () => {
-  t = await buildTestApp({ QUEUE_PREFIX: `finetune-sweeps-${randomBytes(4).toString('hex')}`, SWEEP_CONTROLLER_INTERVAL_MS: '200' });
+  t = await buildTestApp({ QUEUE_PREFIX: `${process.env.QUEUE_PREFIX}-sweeps-${randomBytes(4).toString('hex')}`, SWEEP_CONTROLLER_INTERVAL_MS: '200' });
   worker = startTestWorker();
   const zip = await mnistFolderZip([0, 1, 2], 12);
   datasetId = (await t.http.post('/v1/datasets').attach('file', zip, 'digits.zip').expect(201)).body.id;

@@ -27,7 +27,7 @@ function json<T = Record<string, any>>(result: CliResult): T {
 }
 
 beforeAll(async () => {
-  const queuePrefix = `finetune-cli-${randomBytes(4).toString('hex')}`;
+  const queuePrefix = `${process.env.QUEUE_PREFIX}-cli-${randomBytes(4).toString('hex')}`;
   t = await buildTestApp({ QUEUE_PREFIX: queuePrefix });
   url = `http://127.0.0.1:${await listen(t)}`;
   worker = spawnWorker({ QUEUE_PREFIX: queuePrefix, LOG_LEVEL: 'warn' });
@@ -99,7 +99,7 @@ describe('errors from the API and the network', () => {
   });
 
   it('a rate limit is exit 5', async () => {
-    const limited = await buildTestApp({ RATE_LIMIT_PER_MINUTE: '1', RATE_LIMIT_BURST: '1', QUEUE_PREFIX: `finetune-cli-rl-${randomBytes(4).toString('hex')}` });
+    const limited = await buildTestApp({ RATE_LIMIT_PER_MINUTE: '1', RATE_LIMIT_BURST: '1', QUEUE_PREFIX: `${process.env.QUEUE_PREFIX}-cli-rl-${randomBytes(4).toString('hex')}` });
     try {
       const limitedUrl = `http://127.0.0.1:${await listen(limited)}`;
       // A key of its own: the bucket is per key, so nothing else shares it.
