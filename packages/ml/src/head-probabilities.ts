@@ -1,7 +1,8 @@
 // Evaluation without the base's forward pass: when a classifier's base stayed frozen, its
 // validation probabilities follow from the base's embeddings (which the embedding cache holds)
 // through the head alone.
-import { tf } from './backend.ts';
+import type { tf } from './backend.ts';
+import { forwardImages } from './inference/runner.ts';
 import { cutTensorAt, HEAD_PREFIX, layerGraph, rebuild } from './training/surgery.ts';
 
 /**
@@ -11,7 +12,7 @@ import { cutTensorAt, HEAD_PREFIX, layerGraph, rebuild } from './training/surger
  * images gives, up to float rounding. `embeddingLayer` is the layer the embeddings were taken
  * at; it must be the one that feeds the head.
  */
-export function probabilitiesFromEmbeddings(model: tf.LayersModel, embeddings: Float32Array, embeddingLayer: string, batchSize = 256): Float32Array {
+export async function probabilitiesFromEmbeddings(model: tf.LayersModel, embeddings: Float32Array, embeddingLayer: string, batchSize = 256): Promise<Float32Array> {
   const graph = layerGraph(model);
   const firstHead = graph.order.findIndex((n) => n.startsWith(HEAD_PREFIX));
   if (firstHead < 0) throw new Error(`model ${model.name} has no ${HEAD_PREFIX}* layers`);
@@ -20,20 +21,10 @@ export function probabilitiesFromEmbeddings(model: tf.LayersModel, embeddings: F
   const head = rebuild(graph, { from: embeddingLayer, to: graph.outputName, layers: graph.order.slice(firstHead), name: 'head_only' });
   try {
     const dim = head.inputs[0]!.shape[1]!;
-    const classes = head.outputs[0]!.shape[1]!;
     if (embeddings.length % dim !== 0) throw new Error(`embeddings have ${embeddings.length} values, not a multiple of the head's input width ${dim}`);
-    const n = embeddings.length / dim;
-    const out = new Float32Array(n * classes);
-    for (let start = 0; start < n; start += batchSize) {
-      const count = Math.min(batchSize, n - start);
-      const probs = tf.tidy(() => head.predict(tf.tensor2d(embeddings.subarray(start * dim, (start + count) * dim), [count, dim])) as tf.Tensor);
-      try {
-        out.set(probs.dataSync() as Float32Array, start * classes);
-      } finally {
-        probs.dispose();
-      }
-    }
-    return out;
+    const rows = Array.from({ length: embeddings.length / dim }, (_, i) => embeddings.subarray(i * dim, (i + 1) * dim));
+    // The shared runner, on tfjs: a head is a few dense layers, not worth an ONNX conversion per model.
+    return (await forwardImages(head, rows, { batchSize, engine: 'tfjs' })).output;
   } finally {
     head.dispose();
   }

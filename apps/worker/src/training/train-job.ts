@@ -264,7 +264,7 @@ interface EvaluationInputs {
 async function heldOutOutputs(model: tf.LayersModel, split: SplitImages, inputs: EvaluationInputs): Promise<HeldOutOutputs> {
   let probabilities: Float32Array;
   if (inputs.embeddings) {
-    probabilities = probabilitiesFromEmbeddings(model, inputs.embeddings.values, inputs.embeddings.layer);
+    probabilities = await probabilitiesFromEmbeddings(model, inputs.embeddings.values, inputs.embeddings.layer);
   } else {
     await inputs.decode();
     probabilities = await predictProbabilities(model, split.images, inputs.inputSize);

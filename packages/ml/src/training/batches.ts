@@ -18,8 +18,8 @@ export function range(start: number, end: number): number[] {
 
 /** Checks a split's labels, and its images unless `images` is false (decoding deferred). */
 export function checkSplit(name: string, d: LabelledImages, pixels: number, numClasses: number, images = true): void {
-  if (images && d.images.length !== d.labels.length) throw new Error(`${name}: ${d.images.length} images but ${d.labels.length} labels`);
   if (images) {
+    if (d.images.length !== d.labels.length) throw new Error(`${name}: ${d.images.length} images but ${d.labels.length} labels`);
     d.images.forEach((img, i) => {
       if (img.length !== pixels) throw new Error(`${name}: image ${i} has ${img.length} bytes; expected ${pixels}`);
     });

@@ -109,7 +109,7 @@ describe('evaluation from cached embeddings', () => {
         expect(embeddings.length).toBe(val.labels.length * base.info.embeddingSize);
 
         const fromImages = await predictProbabilities(result.model, val.images, SIZE);
-        const fromEmbeddings = probabilitiesFromEmbeddings(result.model, embeddings, cut);
+        const fromEmbeddings = await probabilitiesFromEmbeddings(result.model, embeddings, cut);
         expect(fromEmbeddings.length).toBe(val.labels.length * LABELS.length);
         expect(maxAbsDiff(fromEmbeddings, fromImages)).toBeLessThan(1e-5);
 
@@ -132,7 +132,7 @@ describe('evaluation from cached embeddings', () => {
   it('refuses embeddings taken at a layer that does not feed the head', async () => {
     const result = await trainClassifier(options('feature_extraction'));
     try {
-      expect(() => probabilitiesFromEmbeddings(result.model, new Float32Array(12 * 8), 'top_relu')).toThrow(/takes pool, not top_relu/);
+      await expect(probabilitiesFromEmbeddings(result.model, new Float32Array(12 * 8), 'top_relu')).rejects.toThrow(/takes pool, not top_relu/);
     } finally {
       result.model.dispose();
     }
