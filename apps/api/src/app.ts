@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { IncomingMessage } from 'node:http';
 import Fastify, { type FastifyInstance, type RouteOptions } from 'fastify';
+import { InferencePool } from '@finetune/ml';
 import cors from '@fastify/cors';
 import helmet from '@fastify/helmet';
 import type { AppDeps } from './deps.ts';
@@ -28,6 +29,7 @@ import { modelRoutes } from './routes/v1/models.ts';
 import { batchPredictionRoutes } from './routes/v1/batch-predictions.ts';
 import { sweepRoutes } from './routes/v1/sweeps.ts';
 import { ModelCache } from './services/model-cache.ts';
+import { PredictBatcher } from './services/predict-batcher.ts';
 
 export { createAppDeps, closeAppDeps, type AppDeps } from './deps.ts';
 
@@ -80,6 +82,8 @@ export interface BuildOptions {
   logger?: boolean | object;
   /** Sees every route as it is registered (tests check each one is documented). */
   onRoute?: (route: RouteOptions) => void;
+  /** Sees /predict's inference pool when PREDICT_WORKERS is above 0 (tests watch and crash its workers). */
+  onInferencePool?: (pool: InferencePool) => void;
 }
 
 export async function buildApp(deps: AppDeps, options: BuildOptions = {}): Promise<FastifyInstance> {
@@ -137,6 +141,21 @@ export async function buildApp(deps: AppDeps, options: BuildOptions = {}): Promi
   const metrics = config.metrics.enabled ? createApiMetrics(deps.queue) : undefined;
   const cache = new ModelCache(config.modelCacheSize, config.mlBackend, metrics);
   app.addHook('onClose', async () => cache.clear());
+  // ONNX Runtime runs a batch synchronously on the thread that calls it: on worker threads, the
+  // event loop keeps serving other requests meanwhile (and the next requests' decoding overlaps).
+  const pool =
+    config.predictWorkers > 0
+      ? new InferencePool({
+          workers: config.predictWorkers,
+          sessionsPerWorker: config.modelCacheSize,
+          onWorkerExit: ({ worker, reason, failedRuns }) => app.log.error({ worker, reason, failedRuns }, 'inference worker stopped; replacing it'),
+        })
+      : undefined;
+  if (pool) {
+    options.onInferencePool?.(pool);
+    app.addHook('onClose', async () => pool.close());
+  }
+  const batcher = new PredictBatcher(config.predictBatch, metrics, pool);
   if (metrics) registerMetrics(app, { metrics, token: config.metrics.token });
 
   decorateCaller(app);
@@ -152,7 +171,7 @@ export async function buildApp(deps: AppDeps, options: BuildOptions = {}): Promi
     await v1.register(datasetUploadRoutes, { deps });
     await v1.register(jobRoutes, { deps });
     await v1.register(jobEventRoutes, { deps });
-    await v1.register(modelRoutes, { deps, cache });
+    await v1.register(modelRoutes, { deps, cache, batcher });
     await v1.register(batchPredictionRoutes, { deps });
     await v1.register(sweepRoutes, { deps });
   });

@@ -1,6 +1,6 @@
 import type { tf } from './backend.ts';
 import { applyTemperature } from './calibration.ts';
-import { forwardImages } from './inference/runner.ts';
+import { forwardImages, type ForwardResult } from './inference/runner.ts';
 
 /** The label a prediction gets when its top score is below the confidence threshold. */
 export const UNKNOWN_LABEL = 'unknown';
@@ -39,13 +39,21 @@ export async function predictImages(
   images.forEach((img, i) => {
     if (img.length !== pixels) throw new Error(`image ${i} has ${img.length} values; expected ${pixels}`);
   });
-  const { output, shape } = await forwardImages(model, images, { batchSize });
+  return scoreOutputs(await forwardImages(model, images, { batchSize }), labels, topK, scoring);
+}
+
+/**
+ * Predictions from a forward pass's outputs (one row of class probabilities per image, in
+ * `labels` order). Kept apart from the pass so that one pass over several requests' images (the
+ * API's micro-batches) can be scored per request, each with its own threshold.
+ */
+export function scoreOutputs({ output, shape }: Pick<ForwardResult, 'output' | 'shape'>, labels: string[], topK = 3, scoring: Scoring = {}): Prediction[] {
   if (shape.length !== 1 || shape[0] !== labels.length) throw new Error(`model outputs shape [N, ${shape}] but ${labels.length} labels were given`);
   const k = Math.max(1, Math.min(topK, labels.length));
   const c = labels.length;
   const values = applyTemperature(output, c, scoring.temperature ?? 1);
   const threshold = scoring.threshold ?? null;
-  return images.map((_, j) => {
+  return Array.from({ length: output.length / c }, (_, j) => {
     const row = Array.from(values.subarray(j * c, (j + 1) * c), (score, i) => ({ label: labels[i]!, score, i }));
     row.sort((a, b) => b.score - a.score || a.i - b.i);
     const top = row.slice(0, k).map(({ label, score }) => ({ label, score }));

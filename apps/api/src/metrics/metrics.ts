@@ -27,6 +27,7 @@ export interface ApiMetrics {
   httpDuration: Histogram<'method' | 'route' | 'status_code'>;
   queueJobs: Gauge<'state'>;
   predictSeconds: Histogram;
+  predictBatchImages: Histogram;
   cacheHits: Counter;
   cacheMisses: Counter;
 }
@@ -66,6 +67,12 @@ export function createApiMetrics(queue: TrainingQueue): ApiMetrics {
       name: 'finetune_predict_seconds',
       help: 'Successful /predict calls: decoding, the model load on a cache miss, and inference',
       buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    predictBatchImages: new Histogram({
+      name: 'finetune_predict_batch_images',
+      help: 'Images per /predict forward run: its count is the runs, its sum the images; with PREDICT_BATCH_WINDOW_MS above 0, concurrent requests for one model share a run',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
       registers,
     }),
     cacheHits: new Counter({

@@ -10,3 +10,4 @@ export {
   type ImageBatch,
 } from './runner.ts';
 export { inferenceThreads } from './onnxruntime.ts';
+export { InferencePool, InferenceWorkerLost, poolThreads, type InferencePoolOptions, type PooledModel } from './pool.ts';

@@ -4,8 +4,7 @@ import os from 'node:os';
 import type { InferenceSession } from 'onnxruntime-node';
 import type { tf } from '../backend.ts';
 import { convertToOnnx } from '../onnx/convert.ts';
-
-type Ort = typeof import('onnxruntime-node');
+import { loadOrt, sessionOptions } from './ort.ts';
 
 export interface OrtSession {
   session: InferenceSession;
@@ -14,16 +13,6 @@ export interface OrtSession {
   /** Keras shapes without the batch dimension. */
   inputShape: number[];
   outputShape: number[];
-}
-
-let ort: Promise<Ort | Error> | null = null;
-
-function loadOrt(): Promise<Ort | Error> {
-  ort ??= import('onnxruntime-node').then(
-    (m) => ((m as { default?: Ort }).default?.InferenceSession ? (m as { default: Ort }).default : m),
-    (error: unknown) => new Error(`onnxruntime-node unavailable: ${(error as Error).message.split('\n')[0]}`),
-  );
-  return ort;
 }
 
 /**
@@ -47,14 +36,7 @@ export async function openSession(model: tf.LayersModel, cut: string | undefined
   // A bad ML_THREADS is a configuration error: it throws here rather than passing for a model ORT refused.
   const threads = inferenceThreads();
   try {
-    const session = await loaded.InferenceSession.create(conversion.bytes, {
-      intraOpNumThreads: threads,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      graphOptimizationLevel: 'all',
-      logSeverityLevel: 3,
-      executionProviders: executionProviders(),
-    });
+    const session = await loaded.InferenceSession.create(conversion.bytes, sessionOptions(threads));
     return { session, inputName: conversion.inputName, outputName: conversion.outputName, inputShape: conversion.inputShape, outputShape: conversion.outputShape };
   } catch (error) {
     return { reason: `onnxruntime refused the converted model: ${(error as Error).message.split('\n')[0]}` };
@@ -73,13 +55,4 @@ export async function runSession(s: OrtSession, batch: Float32Array, count: numb
   } finally {
     input.dispose();
   }
-}
-
-/**
- * GPU hosts (ML_BACKEND=tensorflow-gpu) run frozen layers on ONNX Runtime's CUDA execution
- * provider, installed by Dockerfile.gpu (ONNXRUNTIME_NODE_INSTALL=cuda12), falling back to the
- * CPU for any operator CUDA lacks. Elsewhere the CPU provider that ships in the npm package.
- */
-function executionProviders(): string[] {
-  return process.env.ML_BACKEND === 'tensorflow-gpu' ? ['cuda', 'cpu'] : ['cpu'];
 }

@@ -2,8 +2,11 @@
 // bottom up to a cut) converts, through tfjs otherwise. Every caller that only needs outputs —
 // frozen features, embeddings, predictions — goes through forwardImages, so the engine choice
 // and its fallback live here.
+import { createHash } from 'node:crypto';
 import { activeBackend, tf } from '../backend.ts';
+import { convertToOnnx } from '../onnx/convert.ts';
 import { openSession, runSession, type OrtSession } from './onnxruntime.ts';
+import { InferenceWorkerLost, type InferencePool, type PooledModel } from './pool.ts';
 
 /** Which engine produced a result: 'onnxruntime' or 'tfjs-<backend>' (tfjs-wasm, tfjs-tensorflow, …). */
 export type EngineName = 'onnxruntime' | `tfjs-${string}`;
@@ -23,6 +26,12 @@ export interface ForwardOptions {
   engine?: EngineChoice;
   /** After each batch; awaited. */
   onBatch?: (done: number, total: number) => void | Promise<void>;
+  /**
+   * Run ONNX Runtime's batches on this pool's worker threads rather than in this thread (where
+   * each batch holds the event loop). The model is converted here, once per model and weights.
+   * tfjs, for a model that does not convert, still runs here.
+   */
+  pool?: InferencePool;
 }
 
 export interface ForwardResult {
@@ -49,18 +58,24 @@ export async function forwardImages(model: tf.LayersModel, images: ImageBatch, o
   const choice = options.engine ?? engineChoice();
   let fallback: string | null = null;
   if (choice === 'auto') {
-    const session = await ortSession(model, cut);
-    if ('reason' in session) {
-      fallback = session.reason;
+    const { pool } = options;
+    const target = pool ? pooledModel(model, cut) : await ortSession(model, cut);
+    if ('reason' in target) {
+      fallback = target.reason;
     } else {
+      const step = pool
+        ? (batch: Float32Array, count: number) => pool.run(target as PooledModel, batch, count)
+        : (batch: Float32Array, count: number) => runSession(target as OrtSession, batch, count);
       try {
-        const result = await run(images, session.inputShape, session.outputShape, batchSize, options.onBatch, 'onnxruntime', (batch, count) => runSession(session, batch, count));
+        const result = await run(images, target.inputShape, target.outputShape, batchSize, options.onBatch, 'onnxruntime', step);
         return { ...result, fallback: null };
       } catch (error) {
-        // Only the engine's own failures fall back: a wrong image size or an error thrown by onBatch (a cancellation) propagates.
+        // Only the engine's own failures fall back: a wrong image size, an error thrown by onBatch
+        // (a cancellation) or a pool worker that died (InferenceWorkerLost) propagates.
         if (!(error instanceof EngineFailure)) throw error;
         fallback = `onnxruntime failed: ${error.message.split('\n')[0]}`;
-        forget(model, cut, fallback);
+        if (pool) forgetPooled(model, cut, fallback);
+        else forget(model, cut, fallback);
       }
     }
   }
@@ -138,6 +153,7 @@ async function run(
     try {
       y = await step(batch, count);
     } catch (error) {
+      if (error instanceof InferenceWorkerLost) throw error;
       throw new EngineFailure((error as Error).message, { cause: error });
     }
     if (y.length !== count * width) throw new EngineFailure(`${engine}: model produced ${y.length} values for ${count} images, expected ${count} × ${width}`);
@@ -188,6 +204,44 @@ function cutVerdict(model: tf.LayersModel, cut: string): Promise<{ ok: true } | 
   });
   byCut.set(cut, { weights, verdict });
   return verdict;
+}
+
+interface PooledEntry {
+  weights: object[];
+  model: PooledModel | { reason: string };
+}
+
+const pooled = new WeakMap<tf.LayersModel, Map<string, PooledEntry>>();
+
+/**
+ * The model (up to `cut`) converted for an inference pool, once per model and weights. Whether
+ * ONNX Runtime takes it shows on its first run, in a worker; if not, forgetPooled keeps it on tfjs.
+ */
+function pooledModel(model: tf.LayersModel, cut: string | undefined): PooledModel | { reason: string } {
+  const key = cut ?? '';
+  const byCut = pooled.get(model) ?? new Map<string, PooledEntry>();
+  pooled.set(model, byCut);
+  const weights = weightIds(model);
+  const entry = byCut.get(key);
+  if (entry && sameIds(entry.weights, weights)) return entry.model;
+  const conversion = convertToOnnx(model, cut === undefined ? {} : { cut });
+  const converted = conversion.convertible
+    ? {
+        key: createHash('sha256').update(conversion.bytes).digest('hex'),
+        bytes: conversion.bytes,
+        inputName: conversion.inputName,
+        outputName: conversion.outputName,
+        inputShape: conversion.inputShape,
+        outputShape: conversion.outputShape,
+      }
+    : { reason: conversion.reason };
+  byCut.set(key, { weights, model: converted });
+  return converted;
+}
+
+function forgetPooled(model: tf.LayersModel, cut: string | undefined, reason: string): void {
+  const entry = pooled.get(model)?.get(cut ?? '');
+  if (entry) entry.model = { reason };
 }
 
 /** After a failed run: this model and cut stay on tfjs. */

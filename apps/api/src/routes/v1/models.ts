@@ -10,6 +10,7 @@ import { bearer, documentBody } from '../../plugins/openapi.ts';
 import { Binary, errorResponses, Model, NoContent, Pages, Prediction } from '../../response-schemas.ts';
 import { CreatedAfter, IdParams, ListQuery, PredictJsonBody, Uuid } from '../../schemas.ts';
 import type { ModelCache } from '../../services/model-cache.ts';
+import type { PredictBatcher } from '../../services/predict-batcher.ts';
 import { deleteModel, downloadModel, getModel, predict, presentModel, setConfidenceThreshold } from '../../services/models.service.ts';
 
 // /predict takes multipart or JSON, so its body cannot carry a route schema (a multipart body
@@ -84,7 +85,7 @@ const predictRoute = {
   },
 };
 
-export async function modelRoutes(fastify: FastifyInstance, { deps, cache }: { deps: AppDeps; cache: ModelCache }) {
+export async function modelRoutes(fastify: FastifyInstance, { deps, cache, batcher }: { deps: AppDeps; cache: ModelCache; batcher: PredictBatcher }) {
   const app = fastify.withTypeProvider<RequestTypeProvider>();
 
   app.get('/v1/models', listRoute, async (request) => {
@@ -138,7 +139,7 @@ export async function modelRoutes(fastify: FastifyInstance, { deps, cache }: { d
         images.push(Buffer.from(instance.b64, 'base64'));
       });
     }
-    const predictions = await predict(deps, cache, tenantId, request.params.id, images, request.query.threshold);
+    const predictions = await predict(deps, cache, batcher, tenantId, request.params.id, images, request.query.threshold);
     return { modelId: request.params.id, predictions };
   });
 }
