@@ -52,6 +52,11 @@ export class FeatureCache {
     return out;
   }
 
+  /** Whether the features are cached, without reading or counting them. */
+  has(cut: string, split: string, ids: string[], engine: string): Promise<boolean> {
+    return this.store.exists(this.key(cut, split, ids, engine));
+  }
+
   /**
    * Which images of the archive did not decode when a run last decoded it with these settings
    * (null when no run has): with it, a later run knows its splits' ids — and so its cache keys —
