@@ -2,10 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
 import { createWorkerConnection, TRAINING_QUEUE } from '@finetune/queue';
-import { keys } from '@finetune/storage';
-import { buildTestApp, waitFor, type TestApp } from './support/app.ts';
+import { buildTestApp, maxAbsDiff, modelWeights, waitFor, type TestApp } from './support/app.ts';
 import { mnistFolderZip } from './support/mnist-fixtures.ts';
-import { killGroup, spawnWorker, type SpawnedProcess } from './support/processes.ts';
+import { killGroup, resumeSensitiveSpec, spawnWorker, type SpawnedProcess } from './support/processes.ts';
 
 // Resume, not restart. Real worker processes are killed for real: `kill -9` of a worker's whole
 // process group (the worker and its training child) mid-epoch, and SIGTERM (a deploy). Either
@@ -19,6 +18,9 @@ const env = {
   WORKER_LOCK_DURATION_MS: String(LOCK_MS),
   RECONCILE_INTERVAL_MS: '2000',
   ML_BACKEND: 'wasm',
+  // A checkpoint after every epoch, so that a kill after epoch 2 resumes from a checkpoint
+  // (test/checkpoint-cadence.test.ts covers kills between checkpoints of the default cadence).
+  CHECKPOINT_INTERVAL_SECONDS: '0',
 };
 
 let t: TestApp;
@@ -26,24 +28,7 @@ let datasetId: string;
 const workers: SpawnedProcess[] = [];
 let referenceWeights: Float32Array;
 
-// Augmentation and dropout make the run depend on every RNG a resume must restore; adam on its
-// moments; the step schedule on the epoch count.
-const spec = () => ({
-  datasetId,
-  baseModel: 'small_cnn',
-  strategy: 'scratch',
-  hyperparameters: {
-    epochs: EPOCHS,
-    batchSize: 16,
-    optimizer: 'adam',
-    learningRate: 0.002,
-    lrSchedule: { type: 'step', stepSize: 2, gamma: 0.5 },
-    augmentation: { rotationDegrees: 10, zoom: 0.1 },
-    head: { hiddenUnits: [32], dropout: 0.2 },
-    validationSplit: 0.2,
-    seed: 5,
-  },
-});
+const spec = () => resumeSensitiveSpec(datasetId, EPOCHS);
 
 function worker(): SpawnedProcess {
   const w = spawnWorker(env);
@@ -82,18 +67,6 @@ async function committed(id: string, epoch: number) {
   }, 240_000);
 }
 
-async function modelWeights(modelId: string): Promise<Float32Array> {
-  const bytes = await t.deps.store.getBuffer(keys.modelFile(modelId, 'weights.bin'));
-  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
-  return max;
-}
-
 beforeAll(async () => {
   t = await buildTestApp(env);
   const zip = await mnistFolderZip([3, 8], 60);
@@ -105,7 +78,7 @@ beforeAll(async () => {
   const done = await finished(id);
   expect(done.status).toBe('succeeded');
   expect(done.runs).toBe(1);
-  referenceWeights = await modelWeights(done.modelId);
+  referenceWeights = await modelWeights(t, done.modelId);
   await killGroup(w, 'SIGTERM');
 }, 400_000);
 
@@ -144,7 +117,7 @@ describe('resume after a crash or a shutdown', () => {
     expect(committedBeforeCrash.length).toBeGreaterThanOrEqual(before.length);
     expect(committedBeforeCrash.length).toBeLessThan(EPOCHS);
 
-    expect(maxAbsDiff(await modelWeights(done.modelId), referenceWeights)).toBeLessThan(1e-5);
+    expect(maxAbsDiff(await modelWeights(t, done.modelId), referenceWeights)).toBeLessThan(1e-5);
     await killGroup(second, 'SIGTERM');
   });
 
@@ -172,7 +145,7 @@ describe('resume after a crash or a shutdown', () => {
     const done = await finished(id);
     expect(done).toMatchObject({ status: 'succeeded', attempts: 1, runs: 2, error: null });
     expect((await metrics(id)).map((r) => r.epoch)).toEqual([1, 2, 3, 4, 5, 6]);
-    expect(maxAbsDiff(await modelWeights(done.modelId), referenceWeights)).toBeLessThan(1e-5);
+    expect(maxAbsDiff(await modelWeights(t, done.modelId), referenceWeights)).toBeLessThan(1e-5);
     await killGroup(second, 'SIGTERM');
   });
 
