@@ -9,6 +9,7 @@
 import { DomainError, PIXEL_SCALES, type BaseModelInfo, type PixelScale } from '@finetune/core';
 import { tf } from './backend.ts';
 import { applyCopies, HEAD_PREFIX, layerGraph, tensorShape } from './training/surgery.ts';
+import { modelFromTopology } from './topology.ts';
 
 export interface CustomBaseOptions {
   embeddingLayer: string;
@@ -152,7 +153,32 @@ function uniqueName(model: tf.LayersModel, wanted: string): string {
 export async function buildCustomBase(modelJson: Buffer, weights: Buffer, options: CustomBaseOptions, info: { id: string; source: string }): Promise<CustomBase> {
   const parsed = parseModelJson(modelJson);
   checkWeightBytes(parsed, weights);
-  let model = await load(parsed, weights, parsed.json.modelTopology);
+  return buildFrom(parsed, (topology) => load(parsed, weights, topology), options, info);
+}
+
+/**
+ * The base buildCustomBase builds, from model.json alone (no weight file): the same layers and
+ * shapes, every weight zeros (topology.ts). For planning a job's memory, never for running.
+ */
+export async function customBaseFromTopology(modelJson: Buffer, options: CustomBaseOptions, info: { id: string; source: string }): Promise<CustomBase> {
+  const parsed = parseModelJson(modelJson);
+  const fromTopology = async (topology: object) => {
+    try {
+      return await modelFromTopology(topology);
+    } catch (error) {
+      throw invalid('invalid_model', `the model does not load in TensorFlow.js: ${(error as Error).message}`);
+    }
+  };
+  return buildFrom(parsed, fromTopology, options, info);
+}
+
+async function buildFrom(
+  parsed: ParsedModelJson,
+  loadTopology: (topology: object) => Promise<tf.LayersModel>,
+  options: CustomBaseOptions,
+  info: { id: string; source: string },
+): Promise<CustomBase> {
+  let model = await loadTopology(parsed.json.modelTopology);
   try {
     if (model.inputs.length !== 1 || model.outputs.length !== 1) throw invalid('unsupported_model', `the model has ${model.inputs.length} inputs and ${model.outputs.length} outputs; one image input is needed`);
     const shape = model.inputs[0]!.shape;
@@ -160,7 +186,7 @@ export async function buildCustomBase(modelJson: Buffer, weights: Buffer, option
     if (shape[1] == null || shape[2] == null) {
       if (!options.inputSize) throw invalid('input_size_required', "the model's input has no fixed height and width: give inputSize");
       model.dispose();
-      model = await load(parsed, weights, withInputSize(parsed.json.modelTopology, options.inputSize));
+      model = await loadTopology(withInputSize(parsed.json.modelTopology, options.inputSize));
     } else if (shape[1] !== shape[2]) {
       throw invalid('unsupported_model', `the model's input is ${shape[1]}×${shape[2]}; a square input is needed`);
     } else if (options.inputSize && options.inputSize !== shape[1]) {

@@ -162,7 +162,8 @@ export function fitMicroBatch(need: StepMemory, p: { batchSize: number; resident
 /**
  * Whether a job can train before any work starts (for the API, to refuse with 422): the
  * micro-batch each stage of `strategy` would use on `backend`, the smallest of them returned.
- * `model` is the base (a zoo base or a trained model cut back to one); `headParams` defaults to
+ * `model` is the base (a zoo base or a trained model cut back to one; only its shapes are read, so
+ * one built from its topology alone, weights released, plans the same); `headParams` defaults to
  * a linear head over its embedding (the head's weights are small beside any base's).
  * Throws what planStages throws for an invalid spec (unknown layer, bad stages).
  */
@@ -173,6 +174,8 @@ export function planMicroBatch(p: {
   backend: BackendName;
   budget?: MemoryBudget;
   numClasses?: number;
+  /** What the step is, for the message (default: the strategy and stage). */
+  what?: string;
 }): MicroBatchPlan {
   const graph = layerGraph(p.model);
   const budget = p.budget ?? memoryBudget(p.backend);
@@ -186,7 +189,7 @@ export function planMicroBatch(p: {
   }
   for (const stage of planStages(p.strategy, p.hyperparameters, graph)) {
     const need = stepMemory(graph, stage.cut, { batchStatistics: p.strategy === 'scratch', optimizer: p.hyperparameters.optimizer, headParams });
-    const plan = fitMicroBatch(need, { batchSize: p.hyperparameters.batchSize, residentBytes: resident, budget, what: `strategy ${p.strategy} (stage ${stage.index})` });
+    const plan = fitMicroBatch(need, { batchSize: p.hyperparameters.batchSize, residentBytes: resident, budget, what: p.what ?? `strategy ${p.strategy} (stage ${stage.index})` });
     if (!plan.fits) return plan;
     if (!best || (best.fits && plan.microBatch < best.microBatch)) best = plan;
   }
