@@ -16,7 +16,10 @@ import { digitPng, mnistFolderZip } from './support/mnist-fixtures.ts';
 import { killGroup, spawnWorker, type SpawnedProcess } from './support/processes.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
-const EPOCHS = 6;
+// Long enough (about 0.2 s an epoch here) that the job spans several of the events stream's 1 s
+// reads and the fallback's 2 s polls, so the curve is seen growing, even on a loaded machine.
+const EPOCHS = 20;
+const POLLED_EPOCHS = 30;
 
 let t: TestApp;
 let base: string;
@@ -196,7 +199,7 @@ describe('the dashboard', () => {
 
   it('falls back to polling every 2 s where the API has no events stream', async () => {
     const datasetId = (await t.http.get('/v1/datasets').expect(200)).body.items[0].id as string;
-    const spec = { datasetId, baseModel: 'small_cnn', strategy: 'scratch', hyperparameters: { epochs: 10, batchSize: 4 } };
+    const spec = { datasetId, baseModel: 'small_cnn', strategy: 'scratch', hyperparameters: { epochs: POLLED_EPOCHS, batchSize: 4 } };
     const job = (await t.http.post('/v1/jobs').send(spec).expect(202)).body;
     const page = await openPage();
     // As an API without GET /v1/jobs/:id/events answers it.
@@ -210,9 +213,9 @@ describe('the dashboard', () => {
     await signIn(page, TEST_ADMIN_API_KEY);
     await page.getByRole('heading', { name: 'Datasets' }).waitFor();
     await page.goto(`${base}/dashboard/#/jobs/${job.id}`);
-    const seen = await followCurve(page, 10);
+    const seen = await followCurve(page, POLLED_EPOCHS);
     expect(await page.locator('#live-mode').getAttribute('data-mode')).toBe('polling');
-    expect(seen.filter((n) => n > 0 && n < 10).length, `point counts seen: ${seen.join(', ')}`).toBeGreaterThan(0);
+    expect(seen.filter((n) => n > 0 && n < POLLED_EPOCHS).length, `point counts seen: ${seen.join(', ')}`).toBeGreaterThan(0);
     expect(pageProblems).toEqual([]);
     await page.close();
   });
