@@ -104,28 +104,41 @@ export class Stack {
     }
   }
 
+  /**
+   * Another API process on the same database, S3 and queue, with `env` on top of the stack's
+   * (e.g. PREDICT_BATCH_WINDOW_MS): settings read at start-up compared side by side in one run.
+   * Stopped by close().
+   */
+  async startApi(env: NodeJS.ProcessEnv): Promise<{ baseUrl: string; pid: number }> {
+    const port = await freePort();
+    const api = spawn(process.execPath, ['--conditions=development', '--import', 'tsx', path.join(ROOT, 'apps/api/src/server.ts')], { env: { ...this.env, ...env, PORT: String(port) }, stdio: ['ignore', 'inherit', 'inherit'], cwd: ROOT });
+    this.cleanups.push(() => stopProcess(api));
+    const baseUrl = `http://127.0.0.1:${port}`;
+    await waitReady(api, baseUrl);
+    return { baseUrl, pid: api.pid! };
+  }
+
   get apiPid(): number {
     return this.api.pid!;
   }
 
   private async waitReady(): Promise<void> {
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      if (this.api.exitCode !== null) throw new Error(`the API exited with code ${this.api.exitCode}`);
-      const ok = await fetch(`${this.baseUrl}/readyz`).then((r) => r.ok, () => false);
-      if (ok) return;
-      if (Date.now() > deadline) throw new Error('the API did not become ready within 60 s');
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    await waitReady(this.api, this.baseUrl);
   }
 
-  /** A fresh worker process (the previous one, if any, is stopped first). */
-  async startWorker(): Promise<void> {
+  /** A fresh worker process (the previous one, if any, is stopped first), with `env` on top of the stack's. */
+  async startWorker(env: NodeJS.ProcessEnv = {}): Promise<void> {
     if (this.worker) await stopProcess(this.worker, 'stop');
-    const worker = fork(path.join(ROOT, 'bench/worker-probe.ts'), [], { env: this.env, execArgv: ['--conditions=development', '--import', 'tsx', '--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], cwd: ROOT });
+    const worker = fork(path.join(ROOT, 'bench/worker-probe.ts'), [], { env: { ...this.env, ...env }, execArgv: ['--conditions=development', '--import', 'tsx', '--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], cwd: ROOT });
     const [message] = (await Promise.race([once(worker, 'message'), once(worker, 'exit').then(() => [{ type: 'exit' }])])) as [{ type: string }];
     if (message.type !== 'ready') throw new Error('the worker exited during start-up');
     this.worker = worker;
+  }
+
+  /** Stops the worker (benches of the API alone: an idle worker still polls). */
+  async stopWorker(): Promise<void> {
+    if (this.worker) await stopProcess(this.worker, 'stop');
+    this.worker = null;
   }
 
   async probeWorker(): Promise<WorkerProbe> {
@@ -149,9 +162,10 @@ export class Stack {
     return JSON.parse(text) as T;
   }
 
-  async uploadDataset(zip: Buffer, name: string): Promise<string> {
+  async uploadDataset(zip: Buffer, name: string, kind: 'labelled' | 'unlabelled' = 'labelled'): Promise<string> {
     const form = new FormData();
     form.append('name', name);
+    form.append('kind', kind);
     form.append('file', new Blob([new Uint8Array(zip)], { type: 'application/zip' }), `${name}.zip`);
     const dataset = await this.request<{ id: string; status: string }>('POST', '/v1/datasets', form);
     if (dataset.status !== 'ready') throw new Error(`dataset ${dataset.id} is ${dataset.status}`);
@@ -177,6 +191,17 @@ export class Stack {
     if (this.worker) await stopProcess(this.worker, 'stop');
     this.worker = null;
     await runCleanups(this.cleanups);
+  }
+}
+
+async function waitReady(api: ChildProcess, baseUrl: string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (api.exitCode !== null) throw new Error(`the API exited with code ${api.exitCode}`);
+    const ok = await fetch(`${baseUrl}/readyz`).then((r) => r.ok, () => false);
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error('the API did not become ready within 60 s');
+    await new Promise((r) => setTimeout(r, 250));
   }
 }
 

@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import request from 'supertest';
+import { tf } from '@finetune/ml';
+import { keys } from '@finetune/storage';
 import { buildTestApp, type TestApp } from './support/app.ts';
+import { modelZip, saveModel, smallClassifier } from './support/base-model-fixtures.ts';
 import { digitPng, zipOf } from './support/mnist-fixtures.ts';
 
 // Bad input is normal input: each case gets a clear 4xx problem+json with a stable code, and
@@ -147,6 +150,112 @@ describe('job specs', () => {
     } finally {
       delete process.env.ML_MEMORY_BUDGET_BYTES;
     }
+  });
+
+  it('refuses domain_adaptation when its batch-norm statistics pass cannot fit one image, though its head training would', async () => {
+    const target = await t.http.post('/v1/datasets').field('kind', 'unlabelled').attach('file', zipOf({ '1.png': png, '2.png': png }), 'target.zip');
+    expect(target.status, JSON.stringify(target.body)).toBe(201);
+    const spec = { datasetId, targetDatasetId: target.body.id, baseModel: 'mobilenet_v2', strategy: 'domain_adaptation', hyperparameters: { epochs: 1 } };
+    process.env.ML_MEMORY_BUDGET_BYTES = String(200 * 1024 ** 2);
+    try {
+      const before = await stored();
+      // The pass is planned as a whole-network step (MobileNetV2 with Adam: more than 200 MiB);
+      // the head it trains afterwards fits, as feature_extraction does above.
+      const res = await t.http.post('/v1/jobs').send(spec);
+      expectProblem(res, 422, 'batch_exceeds_memory');
+      expect(res.body.detail).toMatch(/^strategy domain_adaptation's batch-norm statistics pass .* more than the 200 MiB of ML_MEMORY_BUDGET_BYTES even one image at a time/);
+      expect(res.body.budgetBytes).toBe(200 * 1024 ** 2);
+      expect(await stored()).toEqual(before);
+    } finally {
+      delete process.env.ML_MEMORY_BUDGET_BYTES;
+    }
+    const fits = await t.http.post('/v1/jobs').send(spec).expect(202);
+    await t.http.post(`/v1/jobs/${fits.body.id}/cancel`).expect(202);
+  });
+
+  describe('memory on a custom base and on a trained model as base (planned from model.json alone)', () => {
+    // The digits classifier of base-model-fixtures.ts: ~26,500 base weights. A full step with Adam
+    // holds ~19 copies of them (~2 MiB), over a 1 MiB budget even one image at a time; the head
+    // alone (feature_extraction) fits it.
+    const BUDGET = 1024 ** 2;
+    let baseModelId: string;
+    let modelId: string;
+    /** The dataset row the trained-model fixtures' jobs name. */
+    let trainedOn: string;
+
+    beforeAll(async () => {
+      const upload = await t.http.post('/v1/base-models').field('embeddingLayer', 'embedding').attach('file', modelZip(await saveModel(await smallClassifier())), 'digits.zip');
+      expect(upload.status, JSON.stringify(upload.body)).toBe(201);
+      baseModelId = upload.body.id;
+
+      // A model as a job exports it: the base's layers, then head_* layers. Only its model.json is
+      // stored, no weights.bin: the check reads the topology, never the weights.
+      const classifier = await smallClassifier(3);
+      const logits = tf.layers.dense({ units: 2, name: 'head_logits' }).apply(classifier.getLayer('embedding').output) as tf.SymbolicTensor;
+      const probabilities = tf.layers.softmax({ name: 'head_softmax' }).apply(logits) as tf.SymbolicTensor;
+      const trained = tf.model({ inputs: classifier.inputs, outputs: probabilities, name: 'classifier' });
+      const saved = await saveModel(trained);
+      trained.dispose();
+      const dataset = await t.deps.db.dataset.create({
+        data: { id: randomUUID(), tenantId: t.tenantId, name: 'm', storageKey: 'x', sizeBytes: 1n, sha256: 'x', layout: 'flat', classes: ['a', 'b'], counts: { train: { a: 1, b: 1 }, val: {}, skipped: 0, ignored: 0, skippedFiles: [] } },
+      });
+      const job = await t.deps.db.job.create({
+        data: { id: randomUUID(), tenantId: t.tenantId, datasetId: dataset.id, baseModel: 'mobilenet_v2', strategy: 'feature_extraction', spec: {}, epochs: 1, status: 'succeeded' },
+      });
+      trainedOn = dataset.id;
+      modelId = randomUUID();
+      await t.deps.store.putBuffer(keys.modelFile(modelId, 'model.json'), Buffer.from(saved.modelJson));
+      await t.deps.db.model.create({
+        data: { id: modelId, tenantId: t.tenantId, jobId: job.id, baseModel: 'mobilenet_v2', labels: ['a', 'b'], inputSize: 28, storagePrefix: keys.modelPrefix(modelId), metrics: {} },
+      });
+    });
+
+    const bases = () => [
+      ['a custom base', { baseModelId }],
+      ['a trained model', { modelId }],
+    ] as const;
+
+    it('refuses a spec that cannot fit one image with 422 naming the limit, and creates nothing', async () => {
+      process.env.ML_MEMORY_BUDGET_BYTES = String(BUDGET);
+      try {
+        for (const [what, baseModel] of bases()) {
+          const before = await stored();
+          const res = await t.http.post('/v1/jobs').send({ datasetId, baseModel, strategy: 'full', hyperparameters: { epochs: 1 } });
+          expectProblem(res, 422, 'batch_exceeds_memory');
+          expect(res.body.detail, what).toMatch(/^strategy full \(stage 1\) needs ~\d+ MiB .* more than the 1 MiB of ML_MEMORY_BUDGET_BYTES even one image at a time/);
+          expect(res.body, what).toMatchObject({ budgetBytes: BUDGET, fixedBytes: expect.any(Number), perImageBytes: expect.any(Number) });
+          expect(res.body.perImageBytes, what).toBeGreaterThan(0);
+          expect(await stored(), what).toEqual(before);
+        }
+      } finally {
+        delete process.env.ML_MEMORY_BUDGET_BYTES;
+      }
+    });
+
+    it('answers unknown_model for a model whose files are gone (deleted since its row was read)', async () => {
+      const job = await t.deps.db.job.create({
+        data: { id: randomUUID(), tenantId: t.tenantId, datasetId: trainedOn, baseModel: 'mobilenet_v2', strategy: 'feature_extraction', spec: {}, epochs: 1, status: 'succeeded' },
+      });
+      const orphan = await t.deps.db.model.create({
+        data: { id: randomUUID(), tenantId: t.tenantId, jobId: job.id, baseModel: 'mobilenet_v2', labels: ['a', 'b'], inputSize: 28, storagePrefix: 'x', metrics: {} },
+      });
+      const before = await stored();
+      expectProblem(await t.http.post('/v1/jobs').send({ datasetId, baseModel: { modelId: orphan.id }, hyperparameters: { epochs: 1 } }), 422, 'unknown_model');
+      expect(await stored()).toEqual(before);
+    });
+
+    it('accepts a spec that fits the same budget', async () => {
+      process.env.ML_MEMORY_BUDGET_BYTES = String(BUDGET);
+      try {
+        for (const [, baseModel] of bases()) {
+          const res = await t.http.post('/v1/jobs').send({ datasetId, baseModel, hyperparameters: { epochs: 1 } });
+          expect(res.status, JSON.stringify(res.body)).toBe(202);
+          await t.http.post(`/v1/jobs/${res.body.id}/cancel`).expect(202);
+        }
+      } finally {
+        delete process.env.ML_MEMORY_BUDGET_BYTES;
+      }
+    });
   });
 
   it('rejects malformed JSON', async () => {

@@ -86,7 +86,7 @@ describe('end to end', () => {
     expect(job.startedAt).not.toBeNull();
     expect(job.finishedAt).not.toBeNull();
 
-    // One metrics row and one checkpoint per epoch.
+    // One metrics row per epoch.
     const metrics = await t.http.get(`/v1/jobs/${job.id}/metrics`).expect(200);
     expect(metrics.body.items).toHaveLength(epochs);
     for (const [i, row] of metrics.body.items.entries()) {

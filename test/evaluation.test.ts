@@ -5,7 +5,7 @@ import sharp from 'sharp';
 import { decodeImage, initBackend, loadModelFromFiles, predictImages } from '@finetune/ml';
 import { keys } from '@finetune/storage';
 import { startWorker, type RunningWorker } from '@finetune/worker';
-import { buildTestApp, waitFor, type TestApp } from './support/app.ts';
+import { buildTestApp, trainModel, type TestApp } from './support/app.ts';
 import { digitPng, zipOf } from './support/mnist-fixtures.ts';
 
 // Honest evaluation on real parts (API, worker, Postgres, Redis, S3, real MNIST digits, the
@@ -31,20 +31,7 @@ async function upload(zip: Buffer): Promise<{ id: string; counts: Record<string,
   return (await t.http.post('/v1/datasets').attach('file', zip, 'digits.zip').expect(201)).body;
 }
 
-async function train(spec: object) {
-  const created = await t.http.post('/v1/jobs').send(spec).expect(202);
-  const job = await waitFor(
-    'job to finish',
-    async () => {
-      const res = await t.http.get(`/v1/jobs/${created.body.id}`).expect(200);
-      return ['succeeded', 'failed', 'canceled'].includes(res.body.status) ? res.body : undefined;
-    },
-    150_000,
-  );
-  expect(job.error).toBeNull();
-  expect(job.status).toBe('succeeded');
-  return { job, model: (await t.http.get(`/v1/models/${job.modelId}`).expect(200)).body };
-}
+const train = (spec: object) => trainModel(t, spec);
 
 beforeAll(async () => {
   t = await buildTestApp();

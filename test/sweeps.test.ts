@@ -133,7 +133,9 @@ describe('ASHA', () => {
     const created = await t.http
       .post('/v1/sweeps')
       .send({
-        ...headOnly({ epochs: 60 }),
+        // Many epochs: a head epoch on this data takes milliseconds, and the controller must get
+        // to stop the weak trial (it polls every 200 ms here) before it has run them all.
+        ...headOnly({ epochs: 500 }),
         space,
         searcher: 'asha',
         asha: { minEpochs: 1, reductionFactor: 3 },
@@ -146,11 +148,11 @@ describe('ASHA', () => {
     const sweep = await untilSweep(created.body.id, 'finished', (s) => finished(s.status));
     expect(sweep.status).toBe('succeeded');
     const [good, weak] = [...sweep.leaderboard].sort((a: any, b: any) => a.trialNumber - b.trialNumber);
-    expect(good).toMatchObject({ params: { learningRate: rates[0] }, status: 'succeeded', epochsRun: 60, stoppedByAsha: false });
+    expect(good).toMatchObject({ params: { learningRate: rates[0] }, status: 'succeeded', epochsRun: 500, stoppedByAsha: false });
     expect(weak).toMatchObject({ params: { learningRate: rates[1] }, status: 'canceled', stoppedByAsha: true });
-    // Stopped soon after rung 1, long before its 60 epochs; it kept a model of its best epoch.
+    // Stopped soon after rung 1, long before its 500 epochs; it kept a model of its best epoch.
     expect(weak.epochsRun).toBeGreaterThanOrEqual(1);
-    expect(weak.epochsRun).toBeLessThan(60);
+    expect(weak.epochsRun).toBeLessThan(500);
     expect(weak.modelId).not.toBeNull();
     expect(weak.metric).toBeGreaterThan(good.metric);
     const job = (await t.http.get(`/v1/jobs/${weak.jobId}`).expect(200)).body;

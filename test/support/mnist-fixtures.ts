@@ -14,6 +14,45 @@ export async function digitPng(digit: number, index: number): Promise<Buffer> {
 }
 
 /**
+ * Domain shifts of MNIST for domain adaptation (pixel v ∈ [0, 1], out per RGB channel):
+ * - colour_cast: a different camera — an orange-brown background plus a quarter to half of the
+ *   contrast, more in blue than in red: 150 + 60v, 95 + 90v, 60 + 120v.
+ * - mnist_m: MNIST-M's blend |background − 255v| over a background of two random colours
+ *   (a diagonal gradient with noise), seeded per image; MNIST-M takes its backgrounds from
+ *   photographs (BSDS500), which no package here ships.
+ * - inverted: black on white, 255(1 − v) in every channel.
+ */
+export type DigitShift = 'colour_cast' | 'mnist_m' | 'inverted';
+export const DIGIT_SHIFTS: readonly DigitShift[] = ['colour_cast', 'mnist_m', 'inverted'];
+
+export async function shiftedDigitPng(digit: number, index: number, shift: DigitShift): Promise<Buffer> {
+  const pixels = mnist[digit]!.get(index);
+  const rgb = Buffer.alloc(pixels.length * 3);
+  let state = (digit * 100_003 + index) >>> 0;
+  const random = () => {
+    // mulberry32: the same background for the same digit on every run.
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(state ^ (state >>> 15), state | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const from = [random() * 255, random() * 255, random() * 255];
+  const to = [random() * 255, random() * 255, random() * 255];
+  pixels.forEach((v, k) => {
+    const x = k % 28;
+    const y = Math.floor(k / 28);
+    for (let c = 0; c < 3; c++) {
+      let out: number;
+      if (shift === 'colour_cast') out = [150, 95, 60][c]! + [60, 90, 120][c]! * v;
+      else if (shift === 'inverted') out = 255 * (1 - v);
+      else out = Math.abs(from[c]! + (to[c]! - from[c]!) * ((x + y) / 54) + (random() - 0.5) * 40 - 255 * v);
+      rgb[k * 3 + c] = Math.max(0, Math.min(255, Math.round(out)));
+    }
+  });
+  return sharp(rgb, { raw: { width: 28, height: 28, channels: 3 } }).png().toBuffer();
+}
+
+/**
  * An image-folder zip (`<digit>/<n>.png`) of `perClass` digits per class, taken from the start
  * of each digit's list; `offset` picks a disjoint range for held-out images.
  */

@@ -106,3 +106,28 @@ export async function startTestRedis(): Promise<TestRedis> {
   };
   return { url: `redis://127.0.0.1:${port}`, port, kill, start, stop: kill };
 }
+
+/**
+ * A job spec whose result depends on every piece of state a resume must restore: augmentation
+ * and dropout on the RNGs, adam on its moments, the step schedule on the epoch count. Tests that
+ * kill a worker mid-job compare its model with an uninterrupted run's.
+ */
+export function resumeSensitiveSpec(datasetId: string, epochs: number) {
+  return {
+    datasetId,
+    baseModel: 'small_cnn',
+    strategy: 'scratch',
+    hyperparameters: {
+      epochs,
+      batchSize: 16,
+      optimizer: 'adam',
+      learningRate: 0.002,
+      lrSchedule: { type: 'step', stepSize: 2, gamma: 0.5 },
+      augmentation: { rotationDegrees: 10, zoom: 0.1 },
+      head: { hiddenUnits: [32], dropout: 0.2 },
+      validationSplit: 0.2,
+      seed: 5,
+    },
+  };
+}
+

@@ -34,7 +34,10 @@ export const Dataset = Type.Object({
   id: Uuid(),
   name: Type.String(),
   status: Type.Union([Type.Literal('ready'), Type.Literal('deleting')]),
-  layout: Type.String({ description: '"flat" (<class>/<img>) or "split" (train/… + val/…)' }),
+  kind: Type.Union([Type.Literal('labelled'), Type.Literal('unlabelled')], {
+    description: 'labelled: images in class folders, what jobs train on; unlabelled: images only, a domain_adaptation target',
+  }),
+  layout: Type.String({ description: '"flat" (<class>/<img>), "split" (train/… + val/…) or "unlabelled" (images anywhere, no classes)' }),
   classes: Type.Array(Type.String()),
   counts: Type.Object({
     train: ClassCounts,
@@ -44,6 +47,7 @@ export const Dataset = Type.Object({
     skipped: Type.Integer(),
     ignored: Type.Integer(),
     skippedFiles: Type.Array(Type.Object({ path: Type.String(), reason: Type.String() })),
+    unlabelled: Type.Optional(Type.Integer({ description: 'images of an unlabelled dataset' })),
   }),
   sizeBytes: Type.Integer(),
   sha256: Type.String(),
@@ -113,6 +117,7 @@ export const Job = Type.Object({
         queueWaitMs: Nullable(Type.Integer()),
         download: Type.Optional(Type.Integer()),
         decode: Type.Optional(Type.Integer()),
+        adaptation: Type.Optional(Type.Integer({ description: 'domain_adaptation: estimating the batch-norm statistics of both domains' })),
         frozenForward: Type.Optional(Type.Integer()),
         training: Type.Optional(Type.Integer()),
         evaluation: Type.Optional(Type.Integer()),
@@ -156,6 +161,10 @@ export const Model = Type.Object({
       'most confident errors; null when nothing was held out (see evaluationNote)',
   ),
   testEvaluation: Json('the same report on the test split (never used for selection); null without a test split'),
+  targetEvaluation: Json(
+    'domain_adaptation: the same report on the labelled target-domain dataset the job named (targetTestDatasetId), ' +
+      'with the target statistics the model carries; null otherwise',
+  ),
   evaluationNote: Nullable(Type.String({ description: 'why evaluation is null' })),
   calibration: Nullable(
     Type.Object(

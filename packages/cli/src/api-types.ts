@@ -10,6 +10,8 @@ export interface Dataset {
   id: string;
   name: string | null;
   status: string;
+  /** Absent from servers that predate unlabelled datasets. */
+  kind?: 'labelled' | 'unlabelled';
   layout: string;
   classes: string[];
   counts: {

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 
 // Configuration is parsed once, from the environment, into a typed object. A bad value fails
 // start-up with every problem listed at once, not the first one found.
@@ -41,6 +42,13 @@ export interface Config {
   maxJobRuntimeSeconds: number;
   /** How many of a job's most recent checkpoints are kept, besides its best one. */
   checkpointsKeepLast: number;
+  /** domain_adaptation: images per domain its batch-norm statistics are estimated from (a seeded sample). */
+  adaptationMaxImages: number;
+  /**
+   * Training seconds between two checkpoints of a job (0: every epoch). Every epoch still commits
+   * its metrics; a killed run redoes at most this much training past its last checkpoint.
+   */
+  checkpointIntervalSeconds: number;
   /** How often a worker compares Postgres with the queue and re-enqueues stranded jobs. */
   reconcileIntervalMs: number;
   /** How often a worker's sweep controller looks at active sweeps (starts trials, takes ASHA decisions). */
@@ -80,6 +88,10 @@ export interface Config {
     keepAliveTimeoutMs: number;
   };
   modelCacheSize: number;
+  /** /predict micro-batching: requests for one model within `windowMs` of the first share a forward run of at most `maxImages` images; 0 ms runs each request alone. */
+  predictBatch: { windowMs: number; maxImages: number };
+  /** Worker threads /predict runs ONNX Runtime on; 0 runs it on the API's main thread (each run then holds the event loop). */
+  predictWorkers: number;
   /** Serve the OpenAPI document (/openapi.json) and Swagger UI (/docs). */
   docsEnabled: boolean;
   dataDir: string;
@@ -275,6 +287,8 @@ export function loadConfig(env: Env = process.env): Config {
     jobRetryBackoffMs: int('JOB_RETRY_BACKOFF_MS', 5_000, 0, 3_600_000),
     maxJobRuntimeSeconds: int('MAX_JOB_RUNTIME_SECONDS', 24 * 3600, 1, 30 * 24 * 3600),
     checkpointsKeepLast: int('CHECKPOINTS_KEEP_LAST', 1, 1, 1000),
+    adaptationMaxImages: int('ADAPTATION_MAX_IMAGES', 500, 1, 100_000),
+    checkpointIntervalSeconds: int('CHECKPOINT_INTERVAL_SECONDS', 10, 0, 24 * 3600),
     reconcileIntervalMs: int('RECONCILE_INTERVAL_MS', 30_000, 500, 3_600_000),
     sweepControllerIntervalMs: int('SWEEP_CONTROLLER_INTERVAL_MS', 500, 50, 60_000),
     dependencyRetryMs: int('DEPENDENCY_RETRY_MS', 120_000, 0, 3_600_000),
@@ -300,6 +314,20 @@ export function loadConfig(env: Env = process.env): Config {
       keepAliveTimeoutMs: int('KEEP_ALIVE_TIMEOUT_MS', 72_000, 1, 3_600_000),
     },
     modelCacheSize: int('MODEL_CACHE_SIZE', 4, 1, 1000),
+    predictBatch: {
+      // Off by default. On CPU ONNX Runtime already spreads one image over every core, so a shared
+      // run saves little: measured side by side (bench/predict-batching.ts, MobileNetV2, 2 shared
+      // cores, 8 connections), windows of 2, 5 and 20 ms gave no more req/s than 0 (medians 35,
+      // 39, 39 against 41) while a lone request waited out the window (p50 21 ms → 26, 29, 46).
+      // Worth a few ms where one large batch costs little more than one image (GPUs).
+      windowMs: int('PREDICT_BATCH_WINDOW_MS', 0, 0, 1000),
+      maxImages: int('PREDICT_MAX_BATCH', 32, 1, 1024),
+    },
+    // Two workers (one on a single core), each with half the ONNX Runtime threads. Measured side by
+    // side (bench/predict-batching.ts --workers 0,1,2; MobileNetV2, 8 connections, 2 shared cores):
+    // 42, 57 and 68 req/s for 0, 1 and 2 workers, a lone request's p50 23, 18 and 12 ms, and a
+    // GET /v1/jobs/:id meanwhile p50 43, 11 and 20 ms; the API's RSS 455, 492 and 605 MB.
+    predictWorkers: int('PREDICT_WORKERS', Math.min(2, availableParallelism()), 0, 64),
     docsEnabled: bool('DOCS_ENABLED', true),
     dataDir: str('DATA_DIR', '.data'),
     rateLimits: {

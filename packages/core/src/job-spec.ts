@@ -11,6 +11,7 @@ export const STRATEGIES = [
   'full',
   'scratch',
   'prototype',
+  'domain_adaptation',
 ] as const;
 export const OPTIMIZERS = ['sgd', 'adam', 'adamw', 'rmsprop'] as const;
 export const MONITORS = ['val_loss', 'val_accuracy', 'loss', 'accuracy'] as const;
@@ -128,6 +129,10 @@ export const HyperparametersSchema = Type.Object(
     seed: Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1, default: 42 }),
     /** k of the top-k accuracy in the evaluation report. */
     topK: Type.Integer({ minimum: 1, maximum: 100, default: 3 }),
+    /** domain_adaptation: re-estimate only the first N BatchNormalization layers (from the input),
+     * where low-level statistics — colour, contrast, lighting — live; the deeper layers keep the
+     * base's. Default: every BatchNormalization layer (AdaBN as published). */
+    adaptationLayers: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
   },
   { additionalProperties: false },
 );
@@ -156,6 +161,10 @@ export const JobSpecSchema = Type.Object(
     maxRuntimeSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 30 * 24 * 3600 })),
     /** Refuse (422) a dataset with blocking data-check findings instead of warning in the job. */
     strictDataChecks: Type.Optional(Type.Boolean({ default: false })),
+    /** domain_adaptation: an unlabelled dataset (kind=unlabelled) from the domain the model will serve. */
+    targetDatasetId: Type.Optional(Type.String({ pattern: UUID_PATTERN })),
+    /** domain_adaptation: a labelled dataset from the target domain, only evaluated on (targetEvaluation). */
+    targetTestDatasetId: Type.Optional(Type.String({ pattern: UUID_PATTERN })),
   },
   { additionalProperties: false },
 );
@@ -202,13 +211,15 @@ export interface Hyperparameters {
   testSplit: number;
   seed: number;
   topK: number;
+  /** domain_adaptation: the first N BatchNormalization layers adapt; null: all of them. */
+  adaptationLayers: number | null;
 }
 
 export type JobSpecInput = Static<typeof JobSpecSchema>;
 
 /** Hyperparameters as a caller may give them: any subset, nested objects partial too. */
 export type HyperparametersInput = Partial<
-  Omit<Hyperparameters, 'head' | 'earlyStopping' | 'augmentation' | 'lrSchedule' | 'classWeights' | 'unfreeze' | 'stages' | 'layerLearningRateDecay'>
+  Omit<Hyperparameters, 'head' | 'earlyStopping' | 'augmentation' | 'lrSchedule' | 'classWeights' | 'unfreeze' | 'stages' | 'layerLearningRateDecay' | 'adaptationLayers'>
 > & {
   head?: Partial<Hyperparameters['head']>;
   earlyStopping?: Partial<NonNullable<Hyperparameters['earlyStopping']>>;
@@ -218,6 +229,7 @@ export type HyperparametersInput = Partial<
   unfreeze?: Unfreeze;
   stages?: Stage[];
   layerLearningRateDecay?: number;
+  adaptationLayers?: number;
 };
 
 /** A job spec as a caller may write it (the API's validated body, a benchmark, a test). */
@@ -229,6 +241,8 @@ export interface JobSpecDraft {
   compareWithScratch?: boolean;
   maxRuntimeSeconds?: number;
   strictDataChecks?: boolean;
+  targetDatasetId?: string;
+  targetTestDatasetId?: string;
 }
 
 /** What the worker runs: every default filled in. */
@@ -241,6 +255,9 @@ export interface JobSpec {
   /** Null: the server's default (MAX_JOB_RUNTIME_SECONDS) applies; the API fills it in. */
   maxRuntimeSeconds: number | null;
   strictDataChecks: boolean;
+  /** domain_adaptation only (null otherwise, and in specs stored before it existed). */
+  targetDatasetId?: string | null;
+  targetTestDatasetId?: string | null;
 }
 
 export const DEFAULT_HYPERPARAMETERS: Hyperparameters = {
@@ -267,6 +284,7 @@ export const DEFAULT_HYPERPARAMETERS: Hyperparameters = {
   testSplit: 0,
   seed: 42,
   topK: 3,
+  adaptationLayers: null,
 };
 
 const EARLY_STOPPING_DEFAULTS = { monitor: 'val_loss' as Monitor, patience: 3, minDelta: 0 };
@@ -288,6 +306,7 @@ export function withDefaults(input: JobSpecDraft): JobSpec {
     unfreeze: given.unfreeze ?? null,
     stages: given.stages ?? null,
     layerLearningRateDecay: given.layerLearningRateDecay ?? null,
+    adaptationLayers: given.adaptationLayers ?? null,
   };
   return {
     datasetId: input.datasetId,
@@ -297,6 +316,8 @@ export function withDefaults(input: JobSpecDraft): JobSpec {
     compareWithScratch: input.compareWithScratch ?? false,
     maxRuntimeSeconds: input.maxRuntimeSeconds ?? null,
     strictDataChecks: input.strictDataChecks ?? false,
+    targetDatasetId: input.targetDatasetId ?? null,
+    targetTestDatasetId: input.targetTestDatasetId ?? null,
   };
 }
 
@@ -351,6 +372,14 @@ export function specProblems(spec: JobSpec): string[] {
   }
   if (hp.lrSchedule.type === 'one_cycle' && hp.warmupEpochs > 0) {
     problems.push('lrSchedule one_cycle warms up by itself (pctStart of the steps); warmupEpochs must be 0');
+  }
+  if (spec.strategy === 'domain_adaptation') {
+    if (!spec.targetDatasetId) problems.push('strategy domain_adaptation needs targetDatasetId: an unlabelled dataset (kind=unlabelled) from the target domain');
+    if (spec.targetDatasetId === spec.datasetId) problems.push('targetDatasetId must differ from datasetId: the target domain is what the source data lacks');
+    if (hp.augmentation !== null) problems.push('hyperparameters.augmentation is not supported with strategy domain_adaptation (its features are computed once per domain)');
+    if (spec.compareWithScratch) problems.push('compareWithScratch is not supported with strategy domain_adaptation');
+  } else if (spec.targetDatasetId || spec.targetTestDatasetId || hp.adaptationLayers !== null) {
+    problems.push(`targetDatasetId, targetTestDatasetId and hyperparameters.adaptationLayers apply to strategy domain_adaptation only (got ${spec.strategy})`);
   }
   if (hp.learningRate === 'auto' && spec.strategy === 'prototype') {
     problems.push('learningRate "auto" has no meaning for strategy prototype (no training loop)');

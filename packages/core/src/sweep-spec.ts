@@ -299,6 +299,10 @@ const MAX_CORNERS = 256;
  * sgd…). A problem names the space paths involved.
  */
 export function sweepProblems(sweep: SweepSpec): SpaceProblem[] {
+  // A sweep's body has no place for target datasets, so its trials could not name them.
+  if (sweep.strategy === 'domain_adaptation') {
+    return [{ path: 'strategy', message: 'sweeps do not run strategy domain_adaptation (a sweep names no target dataset); run its trials as jobs' }];
+  }
   const fixedError = firstSchemaError(HyperparametersSchema, Value.Default(HyperparametersSchema, structuredClone(sweep.hyperparameters)));
   if (fixedError) return [{ path: 'hyperparameters', message: fixedError }];
   const problems = entryProblems(sweep.space);

@@ -76,6 +76,10 @@ describe('validation of a space', () => {
     expect(sweepProblems(sweep({ space: { learningRate: { min: 1e-4, max: 1e-2, log: true }, 'head.dropout': { choices: [0, 0.2] }, epochs: { min: 2, max: 5 } } }))).toEqual([]);
   });
 
+  it('refuses domain_adaptation, whose trials would have no target dataset', () => {
+    expect(sweepProblems({ ...sweep(), strategy: 'domain_adaptation' })[0]).toMatchObject({ path: 'strategy' });
+  });
+
   it('names the path of what is wrong', () => {
     expect(problem({ space: { learningRat: { min: 0.1, max: 0.2 } } })?.path).toBe('space.learningRat');
     expect(problem({ space: { 'head.nope': { choices: [1] } } })?.path).toBe('space.head.nope');

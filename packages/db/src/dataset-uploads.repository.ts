@@ -22,6 +22,7 @@ export interface NewDatasetUpload {
   filename: string;
   sizeBytes: number;
   name: string | null;
+  kind: 'labelled' | 'unlabelled';
   expiresAt: Date;
 }
 

@@ -49,7 +49,13 @@ export class DatasetsRepository {
       const locked = await tx.$queryRaw<{ status: string }[]>`
         SELECT status::text AS status FROM datasets WHERE id = ${id}::uuid AND "tenantId" = ${tenantId}::uuid FOR UPDATE`;
       if (locked[0]?.status !== 'ready') return null;
-      const active = await tx.job.count({ where: { datasetId: id, status: { in: [...ACTIVE_STATUSES] } } });
+      // A domain_adaptation job names its target datasets in its spec.
+      const active = await tx.job.count({
+        where: {
+          status: { in: [...ACTIVE_STATUSES] },
+          OR: [{ datasetId: id }, { spec: { path: ['targetDatasetId'], equals: id } }, { spec: { path: ['targetTestDatasetId'], equals: id } }],
+        },
+      });
       if (active > 0) {
         throw new DomainError('dataset_in_use', `dataset ${id} is used by ${active} unfinished job(s)`, 409);
       }

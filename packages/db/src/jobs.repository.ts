@@ -68,6 +68,53 @@ export class LeaseLostError extends Error {
 
 type Client = Db | Prisma.TransactionClient;
 
+// A run's per-epoch writes as single statements on the pg pool under Prisma (see `poolOf`): the
+// lease check (the job row locked FOR UPDATE) and every write in one round trip, atomic as one
+// statement is. A write of a run that lost its lease finds no `owned` row and changes nothing.
+const OWNED = `owned AS (SELECT id FROM jobs WHERE id = $1::uuid AND "leaseToken" = $2::uuid AND status = 'running' FOR UPDATE)`;
+
+const RECORD_EPOCH = {
+  name: 'finetune_record_epoch',
+  text: `WITH ${OWNED},
+    metric AS (
+      INSERT INTO epoch_metrics ("jobId", epoch, "trainLoss", "trainAcc", "valLoss", "valAcc", "learningRate", "durationMs", stage)
+      SELECT id, $3::int, $4::float8, $5::float8, $6::float8, $7::float8, $8::float8, $9::int, $10::int FROM owned
+      ON CONFLICT ("jobId", epoch) DO UPDATE SET "trainLoss" = EXCLUDED."trainLoss", "trainAcc" = EXCLUDED."trainAcc", "valLoss" = EXCLUDED."valLoss",
+        "valAcc" = EXCLUDED."valAcc", "learningRate" = EXCLUDED."learningRate", "durationMs" = EXCLUDED."durationMs", stage = EXCLUDED.stage),
+    checkpoint AS (
+      INSERT INTO checkpoints ("jobId", epoch, "storagePrefix", "sizeBytes", "trainLoss", "trainAcc", "valLoss", "valAcc", "elapsedMs")
+      SELECT id, $3::int, $12::text, $13::bigint, $4::float8, $5::float8, $6::float8, $7::float8, $14::int FROM owned WHERE $12::text IS NOT NULL
+      ON CONFLICT ("jobId", epoch) DO UPDATE SET "storagePrefix" = EXCLUDED."storagePrefix", "sizeBytes" = EXCLUDED."sizeBytes", "trainLoss" = EXCLUDED."trainLoss",
+        "trainAcc" = EXCLUDED."trainAcc", "valLoss" = EXCLUDED."valLoss", "valAcc" = EXCLUDED."valAcc", "elapsedMs" = EXCLUDED."elapsedMs"),
+    progressed AS (UPDATE jobs SET epoch = $3::int, "heartbeatAt" = $11::timestamp(3), "updatedAt" = $11::timestamp(3) FROM owned WHERE jobs.id = owned.id)
+    SELECT count(*)::int AS owned FROM owned`,
+};
+
+const RECORD_CHECKPOINTS = {
+  name: 'finetune_record_checkpoints',
+  text: `WITH ${OWNED},
+    given AS (SELECT * FROM unnest($3::int[], $4::text[], $5::bigint[], $6::int[]) AS g(epoch, "storagePrefix", "sizeBytes", "elapsedMs")),
+    recorded AS (
+      INSERT INTO checkpoints ("jobId", epoch, "storagePrefix", "sizeBytes", "trainLoss", "trainAcc", "valLoss", "valAcc", "elapsedMs")
+      SELECT owned.id, g.epoch, g."storagePrefix", g."sizeBytes", m."trainLoss", m."trainAcc", m."valLoss", m."valAcc", g."elapsedMs"
+      FROM owned CROSS JOIN given g JOIN epoch_metrics m ON m."jobId" = owned.id AND m.epoch = g.epoch
+      ON CONFLICT ("jobId", epoch) DO UPDATE SET "storagePrefix" = EXCLUDED."storagePrefix", "sizeBytes" = EXCLUDED."sizeBytes", "elapsedMs" = EXCLUDED."elapsedMs"
+      RETURNING epoch)
+    SELECT (SELECT count(*) FROM owned)::int AS owned, (SELECT count(*) FROM recorded)::int AS recorded`,
+};
+
+const FORGET_EPOCHS_AFTER = {
+  name: 'finetune_forget_epochs_after',
+  text: `WITH ${OWNED},
+    dropped AS (DELETE FROM checkpoints c USING owned WHERE c."jobId" = owned.id AND c.epoch > $3::int RETURNING c."storagePrefix"),
+    forgotten AS (DELETE FROM epoch_metrics e USING owned WHERE e."jobId" = owned.id AND e.epoch > $3::int),
+    rewound AS (UPDATE jobs SET epoch = $3::int, "updatedAt" = $4::timestamp(3) FROM owned WHERE jobs.id = owned.id)
+    SELECT (SELECT count(*) FROM owned)::int AS owned, COALESCE((SELECT array_agg("storagePrefix") FROM dropped), '{}') AS dropped`,
+};
+
+/** A timestamp as Prisma stores DateTime columns (`timestamp without time zone`, in UTC). */
+const utcText = (d: Date) => d.toISOString().replace('T', ' ').replace('Z', '');
+
 interface TransitionGuard {
   /** Only the run holding this lease may make the change. */
   lease?: string;
@@ -190,12 +237,16 @@ export class JobsRepository {
           if (earlier) return { job: earlier, created: false };
           checkJobQuotas(await tenantUsage(tx, data.tenantId), limits);
         }
-        // The dataset must be the same tenant's: another tenant's is as unknown as a missing one.
-        const rows = await tx.$queryRaw<{ status: string }[]>`
-          SELECT status::text AS status FROM datasets
-           WHERE id = ${data.datasetId}::uuid AND "tenantId" = ${data.tenantId}::uuid FOR SHARE`;
-        if (rows[0]?.status !== 'ready') {
-          throw new DomainError('unknown_dataset', `dataset ${data.datasetId} does not exist`, 422);
+        // Every dataset the job reads (a domain_adaptation job's target datasets too) must be the
+        // same tenant's — another tenant's is as unknown as a missing one — and stays locked
+        // against a concurrent delete until the job row exists.
+        for (const [field, datasetId] of jobDatasets(data)) {
+          const rows = await tx.$queryRaw<{ status: string }[]>`
+            SELECT status::text AS status FROM datasets
+             WHERE id = ${datasetId}::uuid AND "tenantId" = ${data.tenantId}::uuid FOR SHARE`;
+          if (rows[0]?.status !== 'ready') {
+            throw new DomainError('unknown_dataset', `dataset ${datasetId} (${field}) does not exist`, 422);
+          }
         }
         return { job: await tx.job.create({ data: { ...data, status: 'queued' } }), created: true };
       });
@@ -328,44 +379,69 @@ export class JobsRepository {
   }
 
   /**
-   * Commits a completed epoch: its metrics row, its checkpoint row (whose objects the caller has
-   * already written) and the job's epoch, in one transaction under the run's lease. A run that
-   * lost its lease commits nothing (LeaseLostError), so a stale run cannot rewrite history.
+   * Commits a completed epoch: its metrics row, its checkpoint row when it has one (whose objects
+   * the caller has already written) and the job's epoch, atomically under the run's lease. A run
+   * that lost its lease commits nothing (LeaseLostError), so a stale run cannot rewrite history.
+   * One statement, one round trip: it runs after every epoch, and head-only epochs take
+   * milliseconds.
    */
-  async recordEpoch(jobId: string, lease: string, metric: EpochMetricInput, checkpoint: CheckpointInput): Promise<void> {
-    await this.db.$transaction(async (tx) => {
-      const owned = await tx.$queryRaw<{ id: string }[]>`
-        SELECT id FROM jobs WHERE id = ${jobId}::uuid AND "leaseToken" = ${lease}::uuid AND status = 'running' FOR UPDATE`;
-      if (owned.length === 0) throw new LeaseLostError(jobId);
-      const row = {
-        storagePrefix: checkpoint.storagePrefix,
-        sizeBytes: BigInt(checkpoint.sizeBytes),
-        elapsedMs: Math.round(checkpoint.elapsedMs),
-        trainLoss: metric.trainLoss,
-        trainAcc: metric.trainAcc,
-        valLoss: metric.valLoss,
-        valAcc: metric.valAcc,
-      };
-      await tx.epochMetric.upsert({ where: { jobId_epoch: { jobId, epoch: metric.epoch } }, create: { jobId, ...metric }, update: metric });
-      await tx.checkpoint.upsert({ where: { jobId_epoch: { jobId, epoch: metric.epoch } }, create: { jobId, epoch: metric.epoch, ...row }, update: row });
-      await tx.job.update({ where: { id: jobId }, data: { epoch: metric.epoch, heartbeatAt: new Date() } });
+  async recordEpoch(jobId: string, lease: string, metric: EpochMetricInput, checkpoint: CheckpointInput | null): Promise<void> {
+    const now = utcText(new Date());
+    const result = await poolOf(this.db).query<{ owned: number }>({
+      ...RECORD_EPOCH,
+      values: [
+        jobId,
+        lease,
+        metric.epoch,
+        metric.trainLoss,
+        metric.trainAcc,
+        metric.valLoss,
+        metric.valAcc,
+        metric.learningRate,
+        Math.round(metric.durationMs),
+        metric.stage,
+        now,
+        checkpoint?.storagePrefix ?? null,
+        checkpoint ? String(checkpoint.sizeBytes) : null,
+        checkpoint ? Math.round(checkpoint.elapsedMs) : null,
+      ],
     });
+    if (result.rows[0]!.owned === 0) throw new LeaseLostError(jobId);
+  }
+
+  /**
+   * Checkpoint rows for epochs whose metrics rows this run has already committed (a checkpoint
+   * written after its epoch: see the worker's checkpoint cadence), under the run's lease. The
+   * rows take their metrics from those rows.
+   */
+  async recordCheckpoints(jobId: string, lease: string, checkpoints: Array<CheckpointInput & { epoch: number }>): Promise<void> {
+    if (checkpoints.length === 0) return;
+    const result = await poolOf(this.db).query<{ owned: number; recorded: number }>({
+      ...RECORD_CHECKPOINTS,
+      values: [
+        jobId,
+        lease,
+        checkpoints.map((c) => c.epoch),
+        checkpoints.map((c) => c.storagePrefix),
+        checkpoints.map((c) => String(c.sizeBytes)),
+        checkpoints.map((c) => Math.round(c.elapsedMs)),
+      ],
+    });
+    const { owned, recorded } = result.rows[0]!;
+    if (owned === 0) throw new LeaseLostError(jobId);
+    if (recorded !== checkpoints.length) throw new Error(`job ${jobId}: a checkpoint for an epoch without a metrics row (epochs ${checkpoints.map((c) => c.epoch).join(', ')})`);
   }
 
   /**
    * Forgets epochs after `epoch` (their metrics and checkpoint rows): a resumed run that could not
-   * use a later checkpoint re-trains them. Returns the forgotten checkpoints' prefixes.
+   * use a later checkpoint re-trains them. Returns the forgotten checkpoints' prefixes. One
+   * statement: every run starts with it.
    */
   async forgetEpochsAfter(jobId: string, lease: string, epoch: number): Promise<string[]> {
-    return this.db.$transaction(async (tx) => {
-      const owned = await tx.job.count({ where: { id: jobId, leaseToken: lease, status: 'running' } });
-      if (owned === 0) throw new LeaseLostError(jobId);
-      const dropped = await tx.checkpoint.findMany({ where: { jobId, epoch: { gt: epoch } }, select: { storagePrefix: true } });
-      await tx.checkpoint.deleteMany({ where: { jobId, epoch: { gt: epoch } } });
-      await tx.epochMetric.deleteMany({ where: { jobId, epoch: { gt: epoch } } });
-      await tx.job.update({ where: { id: jobId }, data: { epoch } });
-      return dropped.map((c) => c.storagePrefix);
-    });
+    const result = await poolOf(this.db).query<{ owned: number; dropped: string[] }>({ ...FORGET_EPOCHS_AFTER, values: [jobId, lease, epoch, utcText(new Date())] });
+    const row = result.rows[0]!;
+    if (row.owned === 0) throw new LeaseLostError(jobId);
+    return row.dropped;
   }
 
   /** Removes checkpoint rows (retention). The caller deletes their objects afterwards. */
@@ -435,4 +511,13 @@ export class JobsRepository {
     return this.transition(this.db, id, 'queued', guard, { leaseToken: null, heartbeatAt: null });
   }
 
+}
+
+/** The datasets a job reads, by the spec field that names them. */
+function jobDatasets(data: { datasetId: string; spec: unknown }): [field: string, id: string][] {
+  const spec = data.spec as { targetDatasetId?: string; targetTestDatasetId?: string } | null;
+  const found: [string, string][] = [['datasetId', data.datasetId]];
+  if (spec?.targetDatasetId) found.push(['targetDatasetId', spec.targetDatasetId]);
+  if (spec?.targetTestDatasetId) found.push(['targetTestDatasetId', spec.targetTestDatasetId]);
+  return found;
 }

@@ -38,7 +38,7 @@ export interface DataReport {
 }
 
 export interface DataCheckInput {
-  layout: 'flat' | 'split';
+  layout: 'flat' | 'split' | 'unlabelled';
   classes: string[];
   /** The images that decoded. */
   entries: DatasetEntry[];

@@ -6,6 +6,8 @@
 //   flat:   <class>/<image>                                   → every entry has split 'train'
 //   split:  train/<class>/<image> + val|validation/<class>/<image> + test/<class>/<image>
 //           (val/ and test/ optional; test/ is the held-out test split, never trained or selected on)
+//   unlabelled (kind=unlabelled): images anywhere, folders or not; no classes, no splits — the
+//           target domain of domain adaptation.
 // The first folder under the root (or under train/ val/ test/) names the class; deeper subfolders are
 // allowed and belong to that class (`cats/2019/a.jpg` → cats). Ambiguity, by design: an archive
 // whose images all sit at least two folders deep under a single top-level folder is read as
@@ -34,9 +36,13 @@ export interface DatasetEntry {
   split: DatasetSplit;
 }
 
+/** labelled: class folders, what jobs train on. unlabelled: images only (a domain-adaptation target). */
+export type DatasetKind = 'labelled' | 'unlabelled';
+
 export interface DatasetIndex {
-  layout: 'flat' | 'split';
-  /** Sorted by code point. A label's index in this array is its class id. */
+  layout: 'flat' | 'split' | 'unlabelled';
+  /** Sorted by code point. A label's index in this array is its class id. Empty when unlabelled
+   * (whose entries all have label '' and split 'train'). */
   classes: string[];
   /** In archive order. */
   entries: DatasetEntry[];
@@ -49,6 +55,8 @@ export interface DatasetSummary {
   /** The index with `entries` filtered to the images that decoded. */
   index: DatasetIndex;
   counts: { train: Record<string, number>; val: Record<string, number>; test: Record<string, number> };
+  /** Images that decoded (every split; the whole count of an unlabelled dataset). */
+  images: number;
   skipped: { path: string; reason: string }[];
   /** Per decoded image (by path): content hashes, size, colour — the input of runDataChecks. */
   facts: Map<string, ImageFacts>;
@@ -165,7 +173,7 @@ function byCodePoint(a: string, b: string): number {
  * splits. Throws DatasetError: invalid_zip, unsafe_entry_name, too_many_entries,
  * archive_too_large, empty_archive, unexpected_layout, too_few_classes.
  */
-export async function indexDatasetZip(zipPath: string, limits: ZipLimits): Promise<DatasetIndex> {
+export async function indexDatasetZip(zipPath: string, limits: ZipLimits, kind: DatasetKind = 'labelled'): Promise<DatasetIndex> {
   const zip = await openZip(zipPath);
   if (zip.entryCount > limits.maxEntries) {
     zip.close();
@@ -214,6 +222,9 @@ export async function indexDatasetZip(zipPath: string, limits: ZipLimits): Promi
 
   if (images.length === 0) {
     throw new DatasetError('empty_archive', `Archive contains no images (${IMAGE_LIST})`);
+  }
+  if (kind === 'unlabelled') {
+    return { layout: 'unlabelled', classes: [], entries: images.map((s) => ({ path: s.join('/'), label: '', split: 'train' })), ignored };
   }
   return layoutOf(images, ignored);
 }
@@ -371,8 +382,9 @@ export async function inspectDatasetZip(
   zipPath: string,
   limits: ZipLimits & { maxPixels: number },
   imageSize = 32,
+  kind: DatasetKind = 'labelled',
 ): Promise<DatasetSummary> {
-  const index = await indexDatasetZip(zipPath, limits);
+  const index = await indexDatasetZip(zipPath, limits, kind);
   const byPath = new Map(index.entries.map((e) => [e.path, e]));
   const ok = new Set<string>();
   const skipped: { path: string; reason: string }[] = [];
@@ -407,6 +419,11 @@ export async function inspectDatasetZip(
   await Promise.all(inFlight);
 
   const entries = index.entries.filter((e) => ok.has(e.path));
+  skipped.sort((a, b) => byCodePoint(a.path, b.path));
+  if (kind === 'unlabelled') {
+    if (entries.length === 0) throw new DatasetError('empty_archive', 'No image in the archive decodes');
+    return { index: { ...index, entries }, counts: { train: {}, val: {}, test: {} }, images: entries.length, skipped, facts };
+  }
   // Class names are folder names from the archive: `__proto__`, `constructor`, `toString` are
   // ordinary classes here. Counted in Maps (an object literal would resolve those names to
   // Object.prototype's members and let an empty class through the check below), returned as
@@ -426,8 +443,7 @@ export async function inspectDatasetZip(
   if (index.classes.length < 2) {
     throw new DatasetError('too_few_classes', `Only ${index.classes.length} class(es) have decodable images; at least 2 are needed`);
   }
-  skipped.sort((a, b) => byCodePoint(a.path, b.path));
-  return { index: { ...index, entries }, counts, skipped, facts };
+  return { index: { ...index, entries }, counts, images: entries.length, skipped, facts };
 }
 
 function decodeFailureReason(error: Error): string {

@@ -10,6 +10,7 @@ export {
   type DatasetEntry,
   type DatasetSplit,
   type DatasetSummary,
+  type DatasetKind,
 } from './dataset-zip.ts';
 export {
   runDataChecks,
@@ -26,6 +27,11 @@ export {
   frozenEngine,
   engineChoice,
   inferenceThreads,
+  InferencePool,
+  InferenceWorkerLost,
+  poolThreads,
+  type InferencePoolOptions,
+  type PooledModel,
   type EngineName,
   type EngineChoice,
   type ForwardOptions,
@@ -35,9 +41,10 @@ export {
 export { convertToOnnx, type OnnxConversion } from './onnx/index.ts';
 export { mulberry32, type Random } from './random.ts';
 export { serializeModel, loadModelFromFiles, type SerializedModel } from './export.ts';
-export { buildCustomBase, parseModelJson, checkWeightBytes, singleShardModelJson, type CustomBase, type CustomBaseFacts, type CustomBaseOptions, type ParsedModelJson } from './custom-base.ts';
+export { buildCustomBase, customBaseFromTopology, parseModelJson, checkWeightBytes, singleShardModelJson, type CustomBase, type CustomBaseFacts, type CustomBaseOptions, type ParsedModelJson } from './custom-base.ts';
+export { modelFromTopology } from './topology.ts';
 export { readBaseModelZip, type BaseModelFiles, type BaseModelZipLimits } from './base-model-zip.ts';
-export { predictImages, predictProbabilities, UNKNOWN_LABEL, type Prediction, type Scoring } from './predict.ts';
+export { predictImages, predictProbabilities, scoreOutputs, UNKNOWN_LABEL, type Prediction, type Scoring } from './predict.ts';
 export { probabilitiesFromEmbeddings } from './head-probabilities.ts';
 export { evaluateClassifier, type Evaluation, type ClassReport, type ConfidentError } from './evaluation.ts';
 export { stratifiedSplit, heldOutSplit } from './split.ts';

@@ -117,6 +117,31 @@ describe('indexDatasetZip: layouts', () => {
   });
 });
 
+describe('unlabelled archives (kind unlabelled)', () => {
+  it('takes images at any depth, with no classes and no splits, and skips junk as usual', async () => {
+    const zip = writeZip({ 'a.png': red, 'street/b.png': blue, 'train/x/c.png': red, '.DS_Store': 'x', 'notes.txt': 'x' });
+    const index = await indexDatasetZip(zip, LIMITS, 'unlabelled');
+    expect(index).toMatchObject({ layout: 'unlabelled', classes: [], ignored: 2 });
+    expect(index.entries).toEqual([
+      { path: 'a.png', label: '', split: 'train' },
+      { path: 'street/b.png', label: '', split: 'train' },
+      { path: 'train/x/c.png', label: '', split: 'train' },
+    ]);
+    const summary = await inspectDatasetZip(writeZip({ 'a.png': red, 'b.png': new TextEncoder().encode('not an image at all') }), { ...LIMITS, maxPixels: 1e6 }, 32, 'unlabelled');
+    expect(summary.images).toBe(1);
+    expect(summary.skipped.map((f) => f.path)).toEqual(['b.png']);
+  });
+
+  it('refuses one with no decodable image, and the hostile names a labelled one refuses', async () => {
+    await expectCode(inspectDatasetZip(writeZip({ 'a.png': new TextEncoder().encode('nope') }), { ...LIMITS, maxPixels: 1e6 }, 32, 'unlabelled'), 'empty_archive');
+    await expectCode(indexDatasetZip(writeZip({ 'notes.txt': 'x' }), LIMITS, 'unlabelled'), 'empty_archive');
+    const zip = zipSync({ 'aaaaaa.png': red });
+    const name = findSig(zip, 0x02014b50).map((o) => o + 46)[0]!;
+    zip.set(new TextEncoder().encode('../a.p'), name);
+    await expectCode(indexDatasetZip(writeBytes(zip), LIMITS, 'unlabelled'), 'unsafe_entry_name');
+  });
+});
+
 describe('indexDatasetZip: hostile and unusable archives', () => {
   it('invalid_zip: not a zip, truncated, corrupt central directory', async () => {
     await expectCode(indexDatasetZip(writeBytes(new TextEncoder().encode('definitely not a zip')), LIMITS), 'invalid_zip');
@@ -221,6 +246,12 @@ describe('readZipEntries', () => {
     const finished: string[] = [];
     let inFlight = 0;
     let most = 0;
+    // Each entry waits at a gate; the latest started is let through first (when three are in
+    // flight, or once the last entry has started), so completion order is not archive order —
+    // decided by the gates, not by timers a loaded machine could reorder.
+    const gates: (() => void)[] = [];
+    const releaseLatest = () => gates.pop()?.();
+    const count = Object.keys(files).length;
     await readZipEntries(
       zip,
       null,
@@ -228,10 +259,12 @@ describe('readZipEntries', () => {
       async (p) => {
         started.push(p);
         most = Math.max(most, ++inFlight);
-        // Later entries finish first: completion order is not archive order.
-        await new Promise((r) => setTimeout(r, 30 - started.length * 2));
+        const gate = new Promise<void>((resolve) => gates.push(resolve));
+        if (inFlight === 3 || started.length === count) releaseLatest();
+        await gate;
         inFlight--;
         finished.push(p);
+        if (started.length === count) releaseLatest();
       },
       undefined,
       { concurrency: 3 },

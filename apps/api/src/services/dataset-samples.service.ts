@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { datasetZipLimits, DomainError } from '@finetune/core';
-import { indexDatasetZip, readZipEntries, type DatasetEntry } from '@finetune/ml';
+import { indexDatasetZip, readZipEntries, type DatasetEntry, type DatasetKind } from '@finetune/ml';
 import type { AppDeps } from '../deps.ts';
 import { getDataset, type DatasetCounts } from './datasets.service.ts';
 
@@ -56,10 +56,10 @@ export class SampleArchives {
   }
 
   /** Runs `use` on the dataset's local copy, which stays on disk until `use` has finished. */
-  async with<T>(datasetId: string, storageKey: string, use: (archive: LocalArchive) => Promise<T>): Promise<T> {
+  async with<T>(datasetId: string, storageKey: string, kind: DatasetKind, use: (archive: LocalArchive) => Promise<T>): Promise<T> {
     let cached = this.archives.get(datasetId);
     if (!cached) {
-      const created: CachedArchive = { ready: this.fetch(storageKey), readers: 0, lastUsed: Date.now() };
+      const created: CachedArchive = { ready: this.fetch(storageKey, kind), readers: 0, lastUsed: Date.now() };
       this.archives.set(datasetId, created);
       // A failed download is not kept: the next request tries again.
       created.ready.catch(() => {
@@ -84,14 +84,14 @@ export class SampleArchives {
     await Promise.all([...this.archives.keys()].map((id) => this.remove(id)));
   }
 
-  private async fetch(storageKey: string): Promise<LocalArchive> {
+  private async fetch(storageKey: string, kind: DatasetKind): Promise<LocalArchive> {
     const dir = await mkdtemp(join(tmpdir(), 'finetune-samples-'));
     try {
       const zipPath = join(dir, 'source.zip');
       await this.deps.store.downloadToFile(storageKey, zipPath);
       // The central directory only: which entry is which class. Inspected at upload, so this
       // cannot fail on a stored dataset short of corruption.
-      const index = await indexDatasetZip(zipPath, datasetZipLimits(this.deps.config.limits));
+      const index = await indexDatasetZip(zipPath, datasetZipLimits(this.deps.config.limits), kind);
       const byClass = new Map<string, DatasetEntry[]>();
       const ordered = (['train', 'val', 'test'] as const).flatMap((split) => index.entries.filter((e) => e.split === split));
       for (const entry of ordered) byClass.set(entry.label, [...(byClass.get(entry.label) ?? []), entry]);
@@ -130,7 +130,7 @@ export class SampleArchives {
 export async function datasetSample(deps: AppDeps, archives: SampleArchives, tenantId: string, datasetId: string, selector: SampleSelector): Promise<Buffer> {
   const dataset = await getDataset(deps, tenantId, datasetId);
   const skipped = new Set(((dataset.counts as unknown as DatasetCounts).skippedFiles ?? []).map((f) => f.path));
-  const data = await archives.with(dataset.id, dataset.storageKey, async (archive) => {
+  const data = await archives.with(dataset.id, dataset.storageKey, dataset.kind, async (archive) => {
     let path: string;
     if ('path' in selector) {
       if (!archive.paths.has(selector.path) || skipped.has(selector.path)) {

@@ -21,6 +21,8 @@ export interface NewUpload {
   filename: string;
   size: number;
   name?: string | undefined;
+  /** labelled (default) or unlabelled, as the multipart upload's `kind` field. */
+  kind?: 'labelled' | 'unlabelled' | undefined;
 }
 
 export interface CreatedUpload {
@@ -45,7 +47,7 @@ export async function createUpload(deps: UploadDeps, tenantId: string, input: Ne
   // Signing is local (no request to S3). Should the row not be written, the URL is never handed
   // out: no object can exist without a row for the sweep to find.
   const request = await deps.store.presignPut(storageKey, { contentLength: input.size, expiresInSeconds: uploadUrlTtlSeconds });
-  const upload = await deps.uploads.create({ id, tenantId, storageKey, filename: input.filename, sizeBytes: input.size, name, expiresAt });
+  const upload = await deps.uploads.create({ id, tenantId, storageKey, filename: input.filename, sizeBytes: input.size, name, kind: input.kind ?? 'labelled', expiresAt });
   return { upload, request };
 }
 
@@ -100,7 +102,7 @@ export async function completeUpload(deps: UploadDeps, tenantId: string, uploadI
       maxBytes,
       stored,
     });
-    const dataset = await createDataset(deps, tenantId, staged, upload.name ?? undefined);
+    const dataset = await createDataset(deps, tenantId, staged, upload.name ?? undefined, upload.kind);
     await deps.uploads.complete(uploadId, dataset.id);
     // The dataset has its own copy; a staged object that outlives this is only wasted space.
     await deps.store.delete(upload.storageKey).catch(() => undefined);

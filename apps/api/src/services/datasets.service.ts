@@ -16,6 +16,8 @@ export interface DatasetCounts {
   val: Record<string, number>;
   /** Absent on datasets uploaded before the test split existed (their test/ was not read). */
   test?: Record<string, number>;
+  /** Images of an unlabelled dataset (which has no classes, so nothing in the splits above). */
+  unlabelled?: number;
   skipped: number;
   ignored: number;
   skippedFiles: { path: string; reason: string }[];
@@ -42,6 +44,14 @@ export function checkDatasetName(name: string, truncated = false): string {
     throw new DomainError('invalid_name', 'name must not contain control characters', 400);
   }
   return name;
+}
+
+export type DatasetKind = 'labelled' | 'unlabelled';
+
+/** The multipart `kind` field: labelled (class folders, the default) or unlabelled (images only). */
+export function checkDatasetKind(value: unknown): DatasetKind {
+  if (value === 'labelled' || value === 'unlabelled') return value;
+  throw new DomainError('invalid_kind', `kind must be "labelled" or "unlabelled" (got ${JSON.stringify(value)})`, 400);
 }
 
 /** The name a dataset gets without one: the upload's file name, made storable rather than
@@ -112,9 +122,15 @@ export async function stageArchive(deps: AppDeps, upload: ArchiveSource): Promis
  * Inspects a staged archive — hostile names, bombs, undecodable images, too few classes — and
  * only a valid one streams on to S3 and gets a row. A rejected upload leaves nothing behind.
  */
-export async function createDataset(deps: AppDeps, tenantId: string, staged: StagedArchive, name: string | undefined): Promise<Dataset> {
+export async function createDataset(
+  deps: AppDeps,
+  tenantId: string,
+  staged: StagedArchive,
+  name: string | undefined,
+  kind: DatasetKind = 'labelled',
+): Promise<Dataset> {
   const { limits } = deps.config;
-  const summary = await inspectDatasetZip(staged.zipPath, { ...datasetZipLimits(limits), maxPixels: limits.imagePixels });
+  const summary = await inspectDatasetZip(staged.zipPath, { ...datasetZipLimits(limits), maxPixels: limits.imagePixels }, undefined, kind);
   const report = runDataChecks({
     layout: summary.index.layout,
     classes: summary.index.classes,
@@ -132,6 +148,7 @@ export async function createDataset(deps: AppDeps, tenantId: string, staged: Sta
     train: summary.counts.train,
     val: summary.counts.val,
     test: summary.counts.test,
+    ...(kind === 'unlabelled' ? { unlabelled: summary.images } : {}),
     skipped: summary.skipped.length,
     ignored: summary.index.ignored,
     // Enough to tell the user what went wrong without storing a list as long as the archive.
@@ -142,6 +159,7 @@ export async function createDataset(deps: AppDeps, tenantId: string, staged: Sta
       id,
       tenantId,
       name: (name === undefined ? '' : checkDatasetName(name).trim()) || defaultName(staged.filename, id),
+      kind,
       storageKey,
       sizeBytes: BigInt(staged.sizeBytes),
       sha256: staged.sha256,
@@ -201,9 +219,10 @@ export function presentDataset(dataset: Dataset) {
     id: dataset.id,
     name: dataset.name,
     status: dataset.status,
+    kind: dataset.kind,
     layout: dataset.layout,
     classes: dataset.classes,
-    counts: { ...counts, test: counts.test ?? {}, images: total(counts.train) + total(counts.val) + total(counts.test ?? {}) },
+    counts: { ...counts, test: counts.test ?? {}, images: total(counts.train) + total(counts.val) + total(counts.test ?? {}) + (counts.unlabelled ?? 0) },
     sizeBytes: Number(dataset.sizeBytes),
     sha256: dataset.sha256,
     report: report ? { blocking: report.summary.blocking, warnings: report.summary.warnings } : null,

@@ -19,7 +19,7 @@ import { keys } from '@finetune/storage';
 import type { AppDeps } from '../deps.ts';
 
 /** Strategies that start from learned weights: pointless on a randomly initialised base. */
-const NEEDS_PRETRAINED = new Set<Strategy>(['feature_extraction', 'fine_tune', 'progressive_unfreezing', 'full', 'prototype']);
+const NEEDS_PRETRAINED = new Set<Strategy>(['feature_extraction', 'fine_tune', 'progressive_unfreezing', 'full', 'prototype', 'domain_adaptation']);
 
 /**
  * Checks what the schema cannot: cross-field rules (400), and rules that depend on stored
@@ -53,6 +53,10 @@ export async function checkSpec(deps: AppDeps, tenantId: string, spec: JobSpec):
 
   const dataset = await deps.datasets.get(tenantId, spec.datasetId);
   if (!dataset || dataset.status !== 'ready') throw new DomainError('unknown_dataset', `dataset ${spec.datasetId} does not exist`, 422);
+  if (dataset.kind === 'unlabelled') {
+    throw new DomainError('unlabelled_dataset', `dataset ${dataset.id} is unlabelled: a job trains on a labelled dataset (an unlabelled one can be a domain_adaptation job's targetDatasetId)`, 422);
+  }
+  if (spec.strategy === 'domain_adaptation') await checkTargetDatasets(deps, tenantId, spec, dataset);
   const { classWeights, earlyStopping, validationSplit } = spec.hyperparameters;
   if (classWeights && classWeights !== 'balanced') {
     const unknown = Object.keys(classWeights).filter((label) => !dataset.classes.includes(label));
@@ -63,8 +67,25 @@ export async function checkSpec(deps: AppDeps, tenantId: string, spec: JobSpec):
   if (earlyStopping?.monitor.startsWith('val_') && dataset.layout !== 'split' && validationSplit === 0) {
     throw new DomainError('no_validation_data', `earlyStopping.monitor ${earlyStopping.monitor} needs validation data`, 422);
   }
-  await deps.memoryFit.check(spec, dataset.classes.length);
+  await deps.memoryFit.check(spec, dataset.classes.length, { tenantId, store: deps.store, baseModels: new BaseModelsRepository(deps.db), models: deps.models });
   return dataset;
+}
+
+/** domain_adaptation: the target domain's unlabelled images, and optionally its labelled test set. */
+async function checkTargetDatasets(deps: AppDeps, tenantId: string, spec: JobSpec, source: Dataset): Promise<void> {
+  const target = await deps.datasets.get(tenantId, spec.targetDatasetId!);
+  if (!target || target.status !== 'ready') throw new DomainError('unknown_dataset', `dataset ${spec.targetDatasetId} (targetDatasetId) does not exist`, 422);
+  if (target.kind !== 'unlabelled') {
+    throw new DomainError('target_dataset_labelled', `targetDatasetId ${target.id} is a labelled dataset; upload the target domain's images with kind=unlabelled (a labelled one can be targetTestDatasetId)`, 422);
+  }
+  if (!spec.targetTestDatasetId) return;
+  const test = await deps.datasets.get(tenantId, spec.targetTestDatasetId);
+  if (!test || test.status !== 'ready') throw new DomainError('unknown_dataset', `dataset ${spec.targetTestDatasetId} (targetTestDatasetId) does not exist`, 422);
+  if (test.kind !== 'labelled') throw new DomainError('unlabelled_dataset', `targetTestDatasetId ${test.id} is unlabelled; the target evaluation needs labels`, 422);
+  const foreign = test.classes.filter((c) => !source.classes.includes(c));
+  if (foreign.length > 0) {
+    throw new DomainError('class_mismatch', `targetTestDatasetId has classes the training dataset lacks (${foreign.join(', ')}): the model cannot predict them`, 422);
+  }
 }
 
 /**

@@ -2,11 +2,12 @@ import type { Readable } from 'node:stream';
 import yazl from 'yazl';
 import { DomainError, isDomainError, NotFoundError } from '@finetune/core';
 import type { Model } from '@finetune/db';
-import { decodeImage, predictImages, type CalibrationReport } from '@finetune/ml';
+import { decodeImage, InferenceWorkerLost, scoreOutputs, type CalibrationReport } from '@finetune/ml';
 import { keys } from '@finetune/storage';
 import type { AppDeps } from '../deps.ts';
 import { MODEL_PAGE_FILES } from '../model-page/index.ts';
 import type { ModelCache } from './model-cache.ts';
+import type { PredictBatcher } from './predict-batcher.ts';
 
 /** The files of an exported model, as stored under models/<id>/. */
 export const MODEL_FILES = ['model.json', 'weights.bin', 'labels.json', 'metadata.json'] as const;
@@ -33,6 +34,7 @@ export function presentModel(model: Model) {
     // Validation (what the best epoch was chosen on) and test (held out from every choice) apart.
     evaluation: model.evaluation,
     testEvaluation: model.testEvaluation,
+    targetEvaluation: model.targetEvaluation,
     evaluationNote: model.evaluationNote,
     calibration: model.calibration as unknown as CalibrationReport | null,
     confidenceThreshold: model.confidenceThreshold,
@@ -98,9 +100,10 @@ export const MAX_PREDICT_INSTANCES = 32;
 /**
  * Classifies up to MAX_PREDICT_INSTANCES images. Scores are calibrated (the model's temperature,
  * when it has one); below `threshold` — the request's, else the model's confidenceThreshold — a
- * prediction's label is "unknown".
+ * prediction's label is "unknown". Images are decoded and checked here, per request; only then
+ * does the forward pass go through the batcher, which may share it with concurrent requests.
  */
-export async function predict(deps: AppDeps, cache: ModelCache, tenantId: string, id: string, images: Buffer[], threshold?: number) {
+export async function predict(deps: AppDeps, cache: ModelCache, batcher: PredictBatcher, tenantId: string, id: string, images: Buffer[], threshold?: number) {
   const timer = cache.metrics?.predictSeconds.startTimer();
   const model = await getModel(deps, tenantId, id);
   if (images.length === 0) throw new DomainError('no_instances', 'send one image (multipart field "file") or {"instances": [{"b64": …}]}', 400);
@@ -124,7 +127,17 @@ export async function predict(deps: AppDeps, cache: ModelCache, tenantId: string
   }));
   const temperature = (model.calibration as { temperature?: number } | null)?.temperature ?? 1;
   const scoring = { temperature, threshold: threshold ?? model.confidenceThreshold };
-  const predictions = await predictImages(layers, pixels, model.inputSize, model.labels, Math.min(5, model.labels.length), undefined, scoring);
+  const predictions = scoreOutputs(await forward(batcher, layers, pixels), model.labels, Math.min(5, model.labels.length), scoring);
   timer?.();
   return predictions;
+}
+
+/** The batcher's forward pass; a pool worker that died holding the run is a 503 (the request may be retried). */
+async function forward(batcher: PredictBatcher, layers: Parameters<PredictBatcher['forward']>[0], pixels: Float32Array[]) {
+  try {
+    return await batcher.forward(layers, pixels);
+  } catch (error) {
+    if (error instanceof InferenceWorkerLost) throw new DomainError('inference_unavailable', `the prediction could not be completed: ${error.message}; retry the request`, 503);
+    throw error;
+  }
 }

@@ -124,7 +124,7 @@ async function runBatch(deps: Deps, row: BatchPrediction, lease: string, workDir
   const zipPath = join(workDir, 'source.zip');
   await store.downloadToFile(dataset.storageKey, zipPath);
   const limits = datasetZipLimits(config.limits);
-  const index = await indexDatasetZip(zipPath, limits);
+  const index = await indexDatasetZip(zipPath, limits, dataset.kind);
   const counts: BatchCounts = { total: index.entries.length, done: 0, failed: 0 };
   const owned = async () => {
     if (!(await batches.progress(row.id, lease, counts))) throw new RunLost();

@@ -193,6 +193,9 @@ function runChild(
         job.updateProgress(shown).catch(() => undefined);
       } else if (message.type === 'done') {
         settled = { outcome: message.outcome };
+        // Every write of the run is committed: the outcome need not wait for the process to
+        // close its connections and exit (the exit handler below only forgets the child then).
+        resolve(message.outcome);
       } else if (message.type === 'failed') {
         const { code, message: text, retry } = message.error;
         settled = { failure: new RunFailure(code, text, retry) };

@@ -49,7 +49,9 @@ export class WarmChildren {
       taken = null;
     }
     const child = taken ?? this.start(baseHint);
-    this.prestart(baseHint);
+    // After the caller has handed the taken child its job (a microtask on its ready promise):
+    // forking is synchronous and takes tens of milliseconds the job need not wait for.
+    setImmediate(() => this.prestart(baseHint));
     return child;
   }
 

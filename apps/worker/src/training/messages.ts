@@ -8,7 +8,7 @@ import type { StopReason } from '@finetune/core';
 import type { ModelInput } from '@finetune/db';
 
 export interface TrainingProgress {
-  phase: 'preparing' | 'training' | 'evaluating' | 'comparing' | 'exporting';
+  phase: 'preparing' | 'adapting' | 'training' | 'evaluating' | 'comparing' | 'exporting';
   epoch: number;
   epochs: number;
   percent: number;

@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { datasetZipLimits, DomainError, type Config, type Hyperparameters } from '@finetune/core';
-import { decodeImageBytes, heldOutSplit, indexDatasetZip, readZipEntries, type ZipLimits } from '@finetune/ml';
+import { decodeImageBytes, heldOutSplit, indexDatasetZip, mulberry32, readZipEntries, type ZipLimits } from '@finetune/ml';
 import type { ObjectStore } from '@finetune/storage';
 import type { RunTimings } from './run-timings.ts';
 
@@ -64,8 +64,9 @@ export async function listDataset(
   inputSize: number,
   hp: Pick<Hyperparameters, 'validationSplit' | 'testSplit' | 'seed'>,
   timings?: RunTimings,
+  fileName = 'source.zip',
 ): Promise<DatasetListing> {
-  const zipPath = join(workDir, 'source.zip');
+  const zipPath = join(workDir, fileName);
   const downloaded = performance.now();
   await store.downloadToFile(storageKey, zipPath);
   timings?.add('download', performance.now() - downloaded);
@@ -100,30 +101,46 @@ export async function listDataset(
   return { zipPath, labels, entries: listed.map((e, i) => ({ path: e.path, split: splitOf(i), target: targets[i]! })) };
 }
 
+/** One listed image once it and every image before it in archive order have decoded (or failed to: null). */
+export type DecodedImage = (path: string, split: ListedSplit, image: Uint8Array | null) => void;
+
 /**
  * Decodes every listed image at the base's input size. Corrupt images are counted and skipped:
  * the splits hold the images that decoded. Stops reading early when `isCanceled` turns true.
+ * `onDecoded` sees the images as the splits will hold them — in archive order, each as soon as
+ * every image before it has settled — so work on them can start while later ones decode.
  */
-export async function decodeDataset(listing: DatasetListing, decoding: Decoding, isCanceled: () => boolean): Promise<PreparedData> {
-  const started = performance.now();
+export async function decodeDataset(listing: DatasetListing, decoding: Decoding, isCanceled: () => boolean, onDecoded?: DecodedImage): Promise<PreparedData> {
+  // Work `onDecoded` starts meanwhile (the frozen forward pass) is its own phase, not decoding.
+  return decoding.timings ? decoding.timings.within('decode', 'frozenForward', () => decodeAll(listing, decoding, isCanceled, onDecoded)) : decodeAll(listing, decoding, isCanceled, onDecoded);
+}
+
+async function decodeAll(listing: DatasetListing, decoding: Decoding, isCanceled: () => boolean, onDecoded: DecodedImage | undefined): Promise<PreparedData> {
   const collected = { train: emptySplit(), val: emptySplit(), test: emptySplit() };
   const byPath = new Map(listing.entries.map((e) => [e.path, e]));
   const unreadable: string[] = [];
   // Decoded side by side, placed in archive order: the splits' order is what seeds, shuffles and
   // resumes depend on, so it must not follow which decode finished first.
-  const inOrder: Array<{ path: string; image: Uint8Array | null }> = [];
+  const inOrder: Array<{ path: string; image: Uint8Array | null; settled: boolean }> = [];
+  let announced = 0;
   await readZipEntries(
     listing.zipPath,
     new Set(byPath.keys()),
     zipLimits(decoding.config),
     async (path, bytes) => {
       if (isCanceled()) return;
-      const slot = { path, image: null as Uint8Array | null };
+      const slot = { path, image: null as Uint8Array | null, settled: false };
       inOrder.push(slot);
       try {
         slot.image = await decodeImageBytes(bytes, decoding.inputSize, { maxPixels: decoding.config.limits.imagePixels });
       } catch {
         // corrupt or unsupported image: counted on the job, not fatal
+      }
+      slot.settled = true;
+      // The settled images at the front of the archive order that onDecoded has not seen yet.
+      while (onDecoded && inOrder[announced]?.settled) {
+        const { path: settled, image } = inOrder[announced++]!;
+        onDecoded(settled, byPath.get(settled)!.split, image);
       }
     },
     undefined,
@@ -141,7 +158,6 @@ export async function decodeDataset(listing: DatasetListing, decoding: Decoding,
     split.ids.push(path);
   }
   if (!isCanceled()) requireEveryClass(listing.labels, collected.train.targets);
-  decoding.timings?.add('decode', performance.now() - started);
   return {
     labels: listing.labels,
     train: finish(collected.train),
@@ -209,6 +225,71 @@ async function decodeInto(listing: DatasetListing, data: PreparedData, decoding:
   }
   data.decoded = true;
   decoding.timings?.add('decode', performance.now() - started);
+}
+
+/** Images of an unlabelled dataset, decoded, in archive order. */
+export interface UnlabelledImages {
+  images: Uint8Array[];
+  ids: string[];
+  /** Listed images left out of the sample (beyond maxImages). */
+  notSampled: number;
+  /** Sampled images that did not decode. */
+  skipped: number;
+}
+
+/**
+ * An unlabelled dataset's images (a domain-adaptation target): at most `maxImages` of them, a
+ * sample drawn with `seed` (the same images on every run of a job), decoded at `inputSize` and
+ * kept in archive order. Images that do not decode are counted and skipped.
+ */
+export async function decodeUnlabelled(
+  store: ObjectStore,
+  decoding: Decoding,
+  storageKey: string,
+  zipPath: string,
+  sample: { maxImages: number; seed: number },
+): Promise<UnlabelledImages> {
+  const downloaded = performance.now();
+  await store.downloadToFile(storageKey, zipPath);
+  decoding.timings?.add('download', performance.now() - downloaded);
+  const started = performance.now();
+  const index = await indexDatasetZip(zipPath, zipLimits(decoding.config), 'unlabelled');
+  const paths = index.entries.map((e) => e.path);
+  const chosen = seededSample(paths.length, sample.maxImages, sample.seed);
+  const wanted = new Set(chosen.map((i) => paths[i]!));
+  const decoded = new Map<string, Uint8Array>();
+  let skipped = 0;
+  await readZipEntries(
+    zipPath,
+    wanted,
+    zipLimits(decoding.config),
+    async (path, bytes) => {
+      try {
+        decoded.set(path, await decodeImageBytes(bytes, decoding.inputSize, { maxPixels: decoding.config.limits.imagePixels }));
+      } catch {
+        skipped++;
+      }
+    },
+    () => void skipped++,
+    { concurrency: DECODE_CONCURRENCY },
+  );
+  const ids = paths.filter((p) => decoded.has(p));
+  decoding.timings?.add('decode', performance.now() - started);
+  if (ids.length === 0) throw new DomainError('empty_target_dataset', 'no image of the target dataset decodes', 422);
+  return { images: ids.map((p) => decoded.get(p)!), ids, notSampled: paths.length - wanted.size, skipped };
+}
+
+/** `k` of the indices 0..n-1 (all of them when k ≥ n), drawn with `seed`, in increasing order. */
+function seededSample(n: number, k: number, seed: number): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  if (k >= n) return order;
+  const random = mulberry32(seed);
+  // Fisher–Yates, stopped after the first k places.
+  for (let i = 0; i < k; i++) {
+    const j = i + Math.floor(random() * (n - i));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order.slice(0, k).sort((a, b) => a - b);
 }
 
 function zipLimits(config: Config): ZipLimits {

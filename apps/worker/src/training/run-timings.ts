@@ -1,5 +1,5 @@
 /** The phases a run's time is reported in (GET /v1/jobs/:id → timings). */
-export type Phase = 'download' | 'decode' | 'frozenForward' | 'training' | 'evaluation' | 'comparison' | 'export';
+export type Phase = 'download' | 'decode' | 'adaptation' | 'frozenForward' | 'training' | 'evaluation' | 'comparison' | 'export';
 
 /**
  * Wall-clock milliseconds per phase of one run. Phases may nest (the frozen forward pass runs

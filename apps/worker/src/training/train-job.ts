@@ -9,6 +9,7 @@ import {
   augmentationEnabled,
   evaluateClassifier,
   frozenEngine,
+  writeBatchNormStatistics,
   layerGraph,
   predictProbabilities,
   probabilitiesFromEmbeddings,
@@ -25,9 +26,11 @@ import { RunTimings } from './run-timings.ts';
 import { JobCheckpoints } from './checkpoints.ts';
 import { FeatureCache } from './feature-cache.ts';
 import type { TrainingOutcome, TrainingProgress } from './messages.ts';
-import { decodeDataset, deferredDataset, listDataset, type DatasetListing, type PreparedData, type SplitImages } from './prepare-data.ts';
+import { deferredDataset, listDataset, type DatasetListing, type PreparedData, type SplitImages } from './prepare-data.ts';
+import { decodeOverlapped, frozenOverlap } from './frozen-overlap.ts';
 import { comparisonSplit, heldOutReport, type HeldOutOutputs, type HeldOutReport } from './held-out-evaluation.ts';
 import { resolveBase } from './resolve-base.ts';
+import { estimateDomainStatistics, prepareTargetDomain, type Adaptation, type AdaptationFacts, type TargetDomain } from './domain-adaptation.ts';
 import { RunControl } from './run-control.ts';
 
 export interface TrainingContext {
@@ -68,7 +71,7 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
 
   // Loaded before the temp dir and the poll exist, so a missing base leaves nothing behind.
   const base = await resolveBase(ctx.store, { models: ctx.models, baseModels: ctx.baseModels }, job.tenantId, spec.baseModel);
-  const checkpoints = new JobCheckpoints(ctx.store, ctx.jobs, jobId, lease, ctx.config.checkpointsKeepLast);
+  const checkpoints = new JobCheckpoints(ctx.store, ctx.jobs, jobId, lease, ctx.config.checkpointsKeepLast, ctx.config.checkpointIntervalSeconds);
   const resume = await checkpoints.resumePoint();
   if (resume) ctx.log('resuming from checkpoint', { epoch: resume.epoch, elapsedMs: resume.elapsedMs });
   const maxRuntimeMs = (spec.maxRuntimeSeconds ?? ctx.config.maxJobRuntimeSeconds) * 1000;
@@ -82,18 +85,18 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
   const workDir = await mkdtemp(join(tmpdir(), `finetune-job-${jobId}-`));
   const timings = new RunTimings();
   let frozenLayers: string | null = null;
+  // domain_adaptation: the statistics estimated on each domain (set once they are).
+  let adaptation: Adaptation | null = null;
   try {
     report('preparing', resume?.epoch ?? 0, 0);
     const inputSize = base.base.info.inputSize;
     // Decoding stops early when the run will end without a model. A job with trained epochs that
     // is canceled or out of time still needs the data: its best epoch is evaluated and exported.
     const abandon = () => interruption(control) !== null || (control.shouldStop() && !resume);
-    const cache = new FeatureCache(ctx.store, job.tenantId, base.cacheName, dataset.id, {
-      sha256: dataset.sha256,
-      inputSize,
-      resize: 'cover',
-      decoder: 'sharp-rgb8',
-    });
+    const preprocessing: Record<string, unknown> = { sha256: dataset.sha256, inputSize, resize: 'cover', decoder: 'sharp-rgb8' };
+    // domain_adaptation: the base's features come from source-domain BN statistics; the cache
+    // key names them (set once they are estimated, before any feature is read).
+    const cache = new FeatureCache(ctx.store, job.tenantId, base.cacheName, dataset.id, preprocessing);
     const listing = await listDataset(ctx.store, ctx.config, dataset.storageKey, workDir, inputSize, hp, timings);
     // The base's embeddings per "cut/split" as this run got them: what evaluation reuses.
     const embeddings = new Map<string, Float32Array>();
@@ -101,7 +104,9 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
     const cached = await cachedRun(spec, listing, cache, { base: base.base.model, embeddingLayer, config: ctx.config, inputSize, timings });
     if (cached) frozenLayers = cached.engine;
     cached?.features.forEach((features, key) => embeddings.set(key, features));
-    const data = cached?.data ?? (await decodeDataset(listing, { config: ctx.config, inputSize, timings }, abandon));
+    // Not cached: with TRAINING_DECODE_OVERLAP=on the frozen base runs on the images as they decode (frozen-overlap.ts).
+    const overlap = cached ? null : await frozenOverlap(spec, listing, cache, { base: base.base.model, maxPixels: ctx.config.limits.imagePixels, resumed: resume !== null, timings, isCanceled: abandon });
+    const data = cached?.data ?? (await decodeOverlapped(listing, { config: ctx.config, inputSize, timings }, abandon, overlap));
     const interrupted = interruption(control);
     if (interrupted) return interrupted;
     if (abandon() && control.stopCause() === 'canceled') return { status: 'canceled', model: null };
@@ -109,6 +114,20 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
     await ctx.jobs.recordSkippedImages(jobId, lease, data.skipped);
     // A complete decoding tells later runs which images do not decode, so they can skip it.
     if (!cached) await cache.recordUnreadableImages(ctx.config.limits.imagePixels, data.unreadable);
+
+    let target: TargetDomain | null = null;
+    if (spec.strategy === 'domain_adaptation') {
+      report('adapting', resume?.epoch ?? 0, 2);
+      target = await prepareTargetDomain({ config: ctx.config, store: ctx.store, datasets: ctx.datasets, timings }, job.tenantId, spec, data.labels, workDir, inputSize);
+      // Stops between batches on the rule decoding stops by: a cancel before any epoch ends the run here.
+      adaptation = await estimateDomainStatistics(base.base.model, inputSize, data.train.images, target, { spec, config: ctx.config, timings, shouldStop: abandon });
+      const during = interruption(control);
+      if (during) return during;
+      if (!adaptation && control.stopCause() === 'canceled') return { status: 'canceled', model: null };
+      if (!adaptation) throw noEpochWithin(maxRuntimeMs);
+      writeBatchNormStatistics(base.base.model, adaptation.source);
+      preprocessing.batchNormStatistics = adaptation.sourceHash;
+    }
 
     const train = (strategy: Strategy, options: Pick<TrainClassifierOptions, 'resumeFrom' | 'onEpochEnd' | 'onBatchEnd' | 'onLearningRateFinder'> = {}) =>
       trainClassifier({
@@ -125,7 +144,10 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
           frozenLayers = await frozenEngine(base.base.model, cut);
           const ids = (split === 'val' ? data.val?.ids : data.train.ids) ?? [];
           const key = `${cut}/${split}`;
-          const features = embeddings.get(key) ?? (await cache.getOrCompute(cut, split, ids, frozenLayers, () => timings.time('frozenForward', compute)));
+          const engine = frozenLayers;
+          // A miss takes what the overlap computed while decoding, if it has exactly these features.
+          const computed = async () => overlap?.take(cut, split, engine, ids.length) ?? timings.time('frozenForward', compute);
+          const features = embeddings.get(key) ?? (await cache.getOrCompute(cut, split, ids, engine, computed));
           embeddings.set(key, features);
           return features;
         },
@@ -134,7 +156,7 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
       });
     // When only the head trained, the final model's base is the frozen base: its probabilities
     // follow from the base's embeddings, and the base need not run over the images again.
-    const frozenBase = (r: TrainClassifierResult) => (spec.strategy === 'feature_extraction' || spec.strategy === 'prototype') && r.trainableLayers.length === 0;
+    const frozenBase = (r: TrainClassifierResult) => ['feature_extraction', 'prototype', 'domain_adaptation'].includes(spec.strategy) && r.trainableLayers.length === 0;
     // Validation and test apart; with no validation data, no evaluation rather than the training set's.
     const evaluateModel = (r: TrainClassifierResult) =>
       timings.within('evaluation', 'decode', async () => {
@@ -148,6 +170,17 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
         return heldOutReport(data.labels, hp.topK, await outputs(data.val, 'val'), await outputs(data.test, 'test'));
       });
 
+    // domain_adaptation: the exported model carries the target domain's statistics, and the
+    // labelled target test set (if any) is evaluated with them, apart from the source reports.
+    const toTargetDomain = async (r: TrainClassifierResult): Promise<TargetReport | null> => {
+      if (!adaptation || !target) return null;
+      writeBatchNormStatistics(r.model, adaptation.target);
+      const test = target.test;
+      if (!test) return { facts: adaptation.facts, evaluation: null };
+      const probabilities = await timings.time('evaluation', () => predictProbabilities(r.model, test.images, inputSize));
+      return { facts: adaptation.facts, evaluation: evaluateClassifier({ probabilities, targets: test.targets, ids: test.ids, labels: data.labels, topK: hp.topK }) };
+    };
+
     report('training', resume?.epoch ?? 0, 5);
     const result = await timings.within('training', 'frozenForward', () =>
       train(spec.strategy, {
@@ -156,7 +189,7 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
         onLearningRateFinder: (finder) => ctx.jobs.recordLearningRateFinder(jobId, lease, finder),
         onBatchEnd: batchProgress(epochs, ctx.report),
         onEpochEnd: async (epoch) => {
-          await checkpoints.save(epoch, control.elapsedMs());
+          await checkpoints.commitEpoch(epoch, control.elapsedMs());
           const percent = Math.round(5 + (80 * epoch.epoch) / epochs);
           ctx.report({ phase: 'training', epoch: epoch.epoch, epochs, percent, epochSeconds: epoch.durationMs / 1000 });
         },
@@ -169,6 +202,8 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
         runtime: { training: `tfjs-${ctx.backend}`, frozenLayers, device: ctx.backend === 'tensorflow-gpu' ? 'gpu' : 'cpu' },
       });
     try {
+      // The epochs whose checkpoints the cadence held back, however the training ended.
+      if (control.stopCause() !== 'lease_lost') await timings.time('training', () => checkpoints.flush());
       const embeddingCacheHit = cache.hits + cache.misses === 0 ? null : cache.misses === 0;
       const stopped = interruption(control);
       if (stopped) return stopped;
@@ -183,7 +218,8 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
         if (result.bestEpoch === 0) return { status: 'canceled', model: null };
         report('exporting', result.epochsRun, 95);
         const evaluation = await evaluateModel(result);
-        const model = await timings.time('export', () => exportModel(ctx, { ...exportInput, evaluation, scratch: null }));
+        const targetReport = await toTargetDomain(result);
+        const model = await timings.time('export', () => exportModel(ctx, { ...exportInput, evaluation, scratch: null, target: targetReport }));
         await recordRun();
         return { status: 'canceled', model };
       }
@@ -191,6 +227,7 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
 
       report('evaluating', result.epochsRun, 85);
       const evaluation = await evaluateModel(result);
+      const targetReport = await toTargetDomain(result);
       let scratch: Scratch | null = null;
       // Compared on the test split when there is one; with nothing held out there is no comparison.
       const compared = comparisonSplit(data);
@@ -215,7 +252,7 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
       }
 
       report('exporting', result.epochsRun, 95);
-      const model = await timings.time('export', () => exportModel(ctx, { ...exportInput, evaluation, scratch }));
+      const model = await timings.time('export', () => exportModel(ctx, { ...exportInput, evaluation, scratch, target: targetReport }));
       await recordRun();
       if (control.stopCause() === 'canceled') return { status: 'canceled', model };
       const stopReason: StopReason = control.stopCause() === 'max_runtime' ? 'max_runtime' : result.stoppedEarly ? 'early_stopping' : 'completed';
@@ -226,6 +263,8 @@ export async function runTrainingJob(jobId: string, lease: string, ctx: Training
       result.model.dispose();
     }
   } finally {
+    // A zoo base stays loaded in the process: it goes back to its own statistics.
+    if (adaptation) writeBatchNormStatistics(base.base.model, adaptation.original);
     control.dispose();
     base.dispose();
     await rm(workDir, { recursive: true, force: true });
@@ -311,6 +350,12 @@ async function cachedRun(
   return { data, features, engine };
 }
 
+/** domain_adaptation: what was adapted, and the evaluation on the labelled target test set. */
+interface TargetReport {
+  facts: AdaptationFacts;
+  evaluation: Evaluation | null;
+}
+
 /** The scratch baseline's result, on the split the comparison was made on. */
 interface Scratch {
   accuracy: number;
@@ -326,6 +371,7 @@ interface ExportInput {
   result: TrainClassifierResult;
   evaluation: HeldOutReport;
   scratch: Scratch | null;
+  target: TargetReport | null;
   startedAt: number;
   datasetSha: string;
   embeddingCacheHit: boolean | null;
@@ -357,6 +403,10 @@ async function exportModel(ctx: TrainingContext, input: ExportInput): Promise<Mo
     evaluation: evaluation.evaluation,
     testEvaluation: evaluation.testEvaluation,
     evaluationNote: evaluation.evaluationNote,
+    // domain_adaptation: on the labelled target-domain dataset (targetTestDatasetId), with the
+    // target statistics the model carries; `adaptation` says what was estimated from what.
+    targetEvaluation: input.target?.evaluation ?? null,
+    adaptation: input.target?.facts ?? null,
     // The page in the download scores with softmax(log p / temperature), as /predict does.
     calibration: evaluation.calibration,
     // Set later with PATCH /v1/models/:id; the download carries the current value.
@@ -404,10 +454,12 @@ async function exportModel(ctx: TrainingContext, input: ExportInput): Promise<Mo
       ...metadata.metrics,
       trainableLayers: result.trainableLayers,
       reproducibility: metadata.reproducibility,
+      ...(metadata.adaptation ? { adaptation: metadata.adaptation } : {}),
     } as object,
     // Absent, not null: a nullable JSON column takes no plain null (and the row crosses IPC as JSON).
     ...(evaluation.evaluation ? { evaluation: evaluation.evaluation as object } : {}),
     ...(evaluation.testEvaluation ? { testEvaluation: evaluation.testEvaluation as object } : {}),
+    ...(input.target?.evaluation ? { targetEvaluation: input.target.evaluation as object } : {}),
     ...(evaluation.calibration ? { calibration: evaluation.calibration as object } : {}),
     evaluationNote: evaluation.evaluationNote,
     scratchAccuracy: scratch?.accuracy ?? null,

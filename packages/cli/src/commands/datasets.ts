@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import type { Dataset, Page } from '../api-types.ts';
 import { contextOf, parseId } from '../context.ts';
 import { CliError, EXIT, NetworkError, UsageError } from '../errors.ts';
@@ -30,9 +30,10 @@ export function datasetCommands(program: Command): void {
     .description('upload a zip of <class>/<image> (or train/<class>/…, val/<class>/…)')
     .argument('<zip>', 'the dataset zip')
     .option('--name <name>', 'a name for the dataset (default: none)')
+    .addOption(new Option('--kind <kind>', 'unlabelled: images in no class folders, the target domain of a domain_adaptation job').choices(['labelled', 'unlabelled']))
     .option('--direct', `send the zip straight to object storage through a presigned URL (the default above ${bytes(DIRECT_UPLOAD_THRESHOLD)})`)
     .option('--no-direct', 'send the zip through the API as multipart, whatever its size')
-    .action(async (file: string, options: { name?: string; direct?: boolean }, command: Command) => {
+    .action(async (file: string, options: { name?: string; kind?: string; direct?: boolean }, command: Command) => {
       const ctx = contextOf(command);
       const size = await fileSize(file);
       const direct = options.direct ?? size > DIRECT_UPLOAD_THRESHOLD;
@@ -50,10 +51,10 @@ export function datasetCommands(program: Command): void {
       let dataset: Dataset;
       try {
         if (direct) {
-          dataset = await uploadDirect(ctx.client, file, size, options.name, progress);
+          dataset = await uploadDirect(ctx.client, file, size, { name: options.name, kind: options.kind }, progress);
         } else {
           const body = multipartFromFile(
-            options.name === undefined ? {} : { name: options.name },
+            { ...(options.name === undefined ? {} : { name: options.name }), ...(options.kind === undefined ? {} : { kind: options.kind }) },
             { name: 'file', path: file, size, contentType: 'application/zip' },
             progress,
           );
@@ -105,9 +106,16 @@ export function datasetCommands(program: Command): void {
  * Create an upload, PUT the file to its presigned URL (object storage, not the API: no API key
  * goes there), then complete it: the API inspects the zip and answers the dataset.
  */
-async function uploadDirect(client: ApiClient, file: string, size: number, name: string | undefined, onProgress: (sent: number) => void): Promise<Dataset> {
+async function uploadDirect(
+  client: ApiClient,
+  file: string,
+  size: number,
+  fields: { name: string | undefined; kind: string | undefined },
+  onProgress: (sent: number) => void,
+): Promise<Dataset> {
+  const { name, kind } = fields;
   const upload = await client.json<DirectUpload>('POST', '/v1/datasets/uploads', {
-    json: { filename: basename(file), size, ...(name === undefined ? {} : { name }) },
+    json: { filename: basename(file), size, ...(name === undefined ? {} : { name }), ...(kind === undefined ? {} : { kind }) },
   });
   async function* body(): AsyncGenerator<Uint8Array> {
     let sent = 0;
@@ -167,6 +175,7 @@ function showDataset(d: Dataset): void {
     ['id', d.id],
     ['name', d.name],
     ['status', d.status],
+    ['kind', d.kind ?? 'labelled'],
     ['layout', d.layout],
     ['images', d.counts.images],
     ['skipped', d.counts.skipped],
@@ -174,13 +183,16 @@ function showDataset(d: Dataset): void {
     ['sha256', d.sha256],
     ['created', when(d.createdAt)],
   ]);
-  printLine();
   const hasVal = Object.values(d.counts.val ?? {}).some((n) => n > 0);
-  printTable(d.classes, [
-    { header: 'CLASS', value: (c) => c },
-    { header: 'TRAIN', value: (c) => d.counts.train[c] ?? 0, right: true },
-    ...(hasVal ? [{ header: 'VAL', value: (c: string) => d.counts.val[c] ?? 0, right: true }] : []),
-  ]);
+  // An unlabelled dataset has no classes to tabulate.
+  if (d.classes.length > 0) {
+    printLine();
+    printTable(d.classes, [
+      { header: 'CLASS', value: (c) => c },
+      { header: 'TRAIN', value: (c) => d.counts.train[c] ?? 0, right: true },
+      ...(hasVal ? [{ header: 'VAL', value: (c: string) => d.counts.val[c] ?? 0, right: true }] : []),
+    ]);
+  }
   const skipped = d.counts.skippedFiles ?? [];
   if (skipped.length > 0) {
     printLine();

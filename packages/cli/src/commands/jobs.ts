@@ -15,6 +15,8 @@ interface CreateOptions {
   dataset?: string;
   base?: string;
   strategy?: string;
+  target?: string;
+  targetTest?: string;
   epochs?: number;
   set?: string[];
   spec?: string;
@@ -30,7 +32,9 @@ export function jobCommands(program: Command): void {
     .description('start a training job (see the job spec in the README)')
     .addOption(new Option('--dataset <id>', 'the dataset to train on').argParser(parseId))
     .option('--base <model>', 'base model: a zoo id (mobilenet_v2, inception_v3, small_cnn), model:<id> of an earlier job, or base:<id> of a base you added')
-    .option('--strategy <name>', 'feature_extraction, fine_tune, progressive_unfreezing, full, scratch, prototype')
+    .option('--strategy <name>', 'feature_extraction, fine_tune, progressive_unfreezing, full, scratch, prototype, domain_adaptation')
+    .addOption(new Option('--target <id>', 'domain_adaptation: the unlabelled dataset of the target domain (targetDatasetId)').argParser(parseId))
+    .addOption(new Option('--target-test <id>', 'domain_adaptation: a labelled target-domain dataset to evaluate on (targetTestDatasetId)').argParser(parseId))
     .addOption(new Option('--epochs <n>', 'hyperparameters.epochs').argParser(parsePositiveInt))
     .option(
       '--set <key=value>',
@@ -148,6 +152,8 @@ async function buildSpec(options: CreateOptions): Promise<Spec> {
   if (options.dataset !== undefined) spec.datasetId = options.dataset;
   if (options.base !== undefined) spec.baseModel = parseBaseModel(options.base);
   if (options.strategy !== undefined) spec.strategy = options.strategy;
+  if (options.target !== undefined) spec.targetDatasetId = options.target;
+  if (options.targetTest !== undefined) spec.targetTestDatasetId = options.targetTest;
   if (options.epochs !== undefined) spec.hyperparameters = { ...spec.hyperparameters, epochs: options.epochs };
   for (const assignment of options.set ?? []) {
     try {

@@ -30,7 +30,18 @@ export {
   applyCopies,
   cloneLayer,
   baseFromTrainedModel,
+  hashSeed,
   type LayerGraph,
   type Cut,
 } from './surgery.ts';
-export { planMicroBatch, memoryBudget, type MicroBatchPlan, type MemoryBudget } from './micro-batch.ts';
+export { planMicroBatch, memoryBudget, currentBackend, type MicroBatchPlan, type MemoryBudget } from './micro-batch.ts';
+export {
+  batchNormLayers,
+  estimateBatchNormStatistics,
+  planStatisticsPass,
+  requireBatchNormalization,
+  STATISTICS_BATCH,
+  readBatchNormStatistics,
+  writeBatchNormStatistics,
+  type BatchNormStatistics,
+} from './batch-norm-statistics.ts';

@@ -19,6 +19,8 @@ export function planStages(strategy: Strategy, hp: Hyperparameters, graph: Layer
   switch (strategy) {
     case 'feature_extraction':
     case 'prototype':
+    // The head trains on the frozen base's features (computed with domain-specific batch-norm statistics).
+    case 'domain_adaptation':
       return one(frozenCut(graph));
     case 'fine_tune':
       return one(resolveUnfreeze(graph, hp.unfreeze ?? { topLayers: Math.max(1, Math.round(graph.order.length * DEFAULT_STAGE_FRACTIONS[1])) }));

@@ -4,6 +4,15 @@ import { bytes, h, messageArea, when } from '../dom.js';
 const THUMBS_PER_CLASS = 3;
 const CLASSES_SHOWN = 12;
 
+/** What the file field asks for, per kind of dataset. */
+const FILE_HINTS = {
+  labelled: 'One folder per class (<class>/<image>), or train/ and val/ with class folders inside.',
+  unlabelled: 'Images anywhere in the zip, no class folders: the target domain of a domain_adaptation job.',
+};
+
+/** Datasets uploaded before kinds existed are labelled. */
+export const kindOf = (dataset) => dataset.kind ?? 'labelled';
+
 /** Thumbnails come one request each: a few at a time. */
 const fetchThumb = limiter(4);
 
@@ -24,6 +33,17 @@ export function datasetsView(main) {
 
   const file = h('input', { id: 'dataset-file', name: 'file', type: 'file', accept: '.zip,application/zip', required: true, 'aria-describedby': 'dataset-file-hint' });
   const name = h('input', { id: 'dataset-name', name: 'name', type: 'text', maxlength: 200 });
+  const kind = h(
+    'select',
+    { id: 'dataset-kind', name: 'kind', 'aria-describedby': 'dataset-kind-hint' },
+    h('option', { value: 'labelled' }, 'labelled'),
+    h('option', { value: 'unlabelled' }, 'unlabelled'),
+  );
+  const fileHint = h('p', { id: 'dataset-file-hint', class: 'hint' }, FILE_HINTS.labelled);
+  const showKind = () => {
+    fileHint.textContent = FILE_HINTS[kind.value];
+  };
+  kind.addEventListener('change', showKind);
   const progress = h('progress', { id: 'upload-progress', max: 1, value: 0, 'aria-label': 'Upload progress' });
   progress.hidden = true;
   const button = h('button', { type: 'submit' }, 'Upload');
@@ -36,7 +56,14 @@ export function datasetsView(main) {
       { class: 'field' },
       h('label', { for: 'dataset-file' }, 'Zip of images'),
       file,
-      h('p', { id: 'dataset-file-hint', class: 'hint' }, 'One folder per class (<class>/<image>), or train/ and val/ with class folders inside.'),
+      fileHint,
+    ),
+    h(
+      'div',
+      { class: 'field' },
+      h('label', { for: 'dataset-kind' }, 'Kind'),
+      kind,
+      h('p', { id: 'dataset-kind-hint', class: 'hint' }, 'labelled: what jobs train on; unlabelled: images only, to adapt a model to.'),
     ),
     h('div', { class: 'field' }, h('label', { for: 'dataset-name' }, 'Name (optional)'), name),
     h('div', { class: 'actions' }, button, progress),
@@ -48,6 +75,7 @@ export function datasetsView(main) {
     if (!file.files?.[0]) return message.show('Choose a zip file first.');
     const body = new FormData();
     if (name.value.trim()) body.append('name', name.value.trim());
+    body.append('kind', kind.value);
     body.append('file', file.files[0]);
     button.disabled = true;
     progress.hidden = false;
@@ -58,8 +86,10 @@ export function datasetsView(main) {
         progress.value = done;
         if (done >= 1) message.show('Uploaded; checking every image…', 'muted');
       });
-      message.show(`Dataset “${dataset.name}” is ready: ${dataset.counts.images} images in ${dataset.classes.length} classes.`, 'ok');
+      const contents = kindOf(dataset) === 'unlabelled' ? `${dataset.counts.images} unlabelled images` : `${dataset.counts.images} images in ${dataset.classes.length} classes`;
+      message.show(`Dataset “${dataset.name}” is ready: ${contents}.`, 'ok');
       form.reset();
+      showKind();
       await refresh();
     } catch (error) {
       message.show(`Upload refused (${error.code}): ${error.message}`);
@@ -80,6 +110,7 @@ export function datasetsView(main) {
   }
 
   function card(dataset) {
+    const unlabelled = kindOf(dataset) === 'unlabelled';
     const splits = dataset.layout === 'split';
     const classes = dataset.classes.slice(0, CLASSES_SHOWN).map((label) => {
       const train = dataset.counts.train[label] ?? 0;
@@ -99,22 +130,33 @@ export function datasetsView(main) {
     });
     const more = dataset.classes.length > CLASSES_SHOWN ? h('p', { class: 'muted' }, `… and ${dataset.classes.length - CLASSES_SHOWN} more classes`) : null;
     const skipped = dataset.counts.skipped > 0 ? h('p', { class: 'muted' }, `${dataset.counts.skipped} file(s) skipped as undecodable.`) : null;
+    const facts = [unlabelled ? null : `${dataset.classes.length} classes`, `${dataset.counts.images} images`, bytes(dataset.sizeBytes), when(dataset.createdAt)];
     return h(
       'article',
-      { class: 'card dataset', 'data-id': dataset.id, 'aria-labelledby': `ds-${dataset.id}` },
+      { class: 'card dataset', 'data-id': dataset.id, 'data-kind': kindOf(dataset), 'aria-labelledby': `ds-${dataset.id}` },
       h(
         'div',
         { class: 'row' },
         h('h2', { id: `ds-${dataset.id}` }, dataset.name),
-        h('span', { class: 'muted' }, `${dataset.classes.length} classes · ${dataset.counts.images} images · ${bytes(dataset.sizeBytes)} · ${when(dataset.createdAt)}`),
+        h('span', { class: `kind ${kindOf(dataset)}` }, kindOf(dataset)),
+        h('span', { class: 'muted' }, facts.filter(Boolean).join(' · ')),
       ),
-      h('div', { class: 'classes' }, classes),
-      more,
+      // An unlabelled dataset has no classes to show: its image count, and what it is for.
+      unlabelled
+        ? h(
+            'p',
+            { class: 'unlabelled-count' },
+            h('strong', {}, `${dataset.counts.unlabelled ?? dataset.counts.images} unlabelled images`),
+            h('span', { class: 'muted' }, ' — no classes: the target domain of a domain_adaptation job.'),
+          )
+        : [h('div', { class: 'classes' }, classes), more],
       skipped,
       h(
         'p',
         { class: 'row' },
-        h('a', { class: 'button', href: `#/jobs/new?dataset=${dataset.id}` }, 'Train on this dataset'),
+        unlabelled
+          ? h('a', { class: 'button', href: `#/jobs/new?target=${dataset.id}` }, 'Adapt a model to it')
+          : h('a', { class: 'button', href: `#/jobs/new?dataset=${dataset.id}` }, 'Train on this dataset'),
         h('button', { type: 'button', class: 'danger', onclick: () => remove(dataset) }, 'Delete'),
       ),
     );

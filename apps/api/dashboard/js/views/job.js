@@ -78,6 +78,9 @@ export function jobView(main, { params, navigate }) {
       item('Base model', job.baseModel),
       item('Strategy', job.strategy),
       item('Backend', job.backend ?? '—'),
+      job.spec?.targetDatasetId ? item('Target dataset', h('span', { class: 'mono', title: job.spec.targetDatasetId }, job.spec.targetDatasetId.slice(0, 8))) : null,
+      // domain_adaptation: estimating both domains' batch-norm statistics, before the first epoch.
+      typeof job.timings?.adaptation === 'number' ? item('Adaptation', `${(job.timings.adaptation / 1000).toFixed(1)} s`) : null,
       item('Best val accuracy', best ? percent(best.valAccuracy ?? best.trainAccuracy) : '—'),
       item('Started', when(job.startedAt)),
       item('Finished', when(job.finishedAt)),

@@ -3,11 +3,11 @@ import { bytes, h, messageArea, number, percent, when } from '../dom.js';
 import { loadThumbnail } from './datasets.js';
 
 /** The confusion matrix as a table whose cells shade with the share of their row. */
-function confusionMatrix(evaluation) {
+function confusionMatrix(evaluation, id = 'confusion-matrix') {
   const { labels, confusionMatrix: matrix } = evaluation;
   return h(
     'table',
-    { class: 'confusion', id: 'confusion-matrix' },
+    { class: 'confusion', id },
     h('caption', { class: 'muted' }, 'Rows: actual class; columns: predicted class. Darker = larger share of the row.'),
     h('thead', {}, h('tr', {}, h('td'), labels.map((label) => h('th', { scope: 'col' }, label)))),
     h(
@@ -33,10 +33,10 @@ function confusionMatrix(evaluation) {
   );
 }
 
-function perClassTable(evaluation) {
+function perClassTable(evaluation, id = 'per-class') {
   return h(
     'table',
-    { id: 'per-class' },
+    { id },
     h('thead', {}, h('tr', {}, ['Class', 'Precision', 'Recall', 'F1', 'Support'].map((t, i) => h('th', { scope: 'col', class: i ? 'num' : null }, t)))),
     h(
       'tbody',
@@ -127,12 +127,12 @@ export function modelView(main, { params, navigate }) {
     return h('section', { class: 'card', 'aria-labelledby': 'predict-title' }, h('h2', { id: 'predict-title' }, 'Try it'), zone, h('div', { class: 'predict' }, preview, result));
   }
 
-  function mistakes(evaluation, datasetId) {
+  function mistakes(evaluation, datasetId, { id = 'mistakes', images = 'validation' } = {}) {
     const list = evaluation.mostConfidentErrors ?? [];
-    if (list.length === 0) return h('p', { class: 'muted' }, 'No validation image was misclassified.');
+    if (list.length === 0) return h('p', { class: 'muted' }, `No ${images} image was misclassified.`);
     return h(
       'div',
-      { class: 'mistakes', id: 'mistakes' },
+      { class: 'mistakes', id },
       list.slice(0, 12).map((m) => {
         const img = h('img', { alt: `${m.id}: a ${m.label} taken for ${m.predicted}`, width: 96, height: 96 });
         if (datasetId) void loadThumbnail(img, datasetId, { path: m.id }, urls);
@@ -141,11 +141,60 @@ export function modelView(main, { params, navigate }) {
     );
   }
 
+  /** domain_adaptation: what the batch-norm statistics were estimated from (metrics.adaptation). */
+  function adaptationFacts(adaptation, item) {
+    const short = (datasetId) => (datasetId ? h('span', { class: 'mono', title: datasetId }, datasetId.slice(0, 8)) : 'none');
+    return h(
+      'section',
+      { class: 'card', id: 'adaptation', 'aria-labelledby': 'adaptation-title' },
+      h('h2', { id: 'adaptation-title' }, 'Domain adaptation'),
+      h(
+        'dl',
+        { class: 'row' },
+        item('Method', adaptation.method === 'adabn' ? 'AdaBN (batch-norm statistics per domain)' : adaptation.method),
+        item('Target dataset', short(adaptation.targetDatasetId)),
+        item('Target test dataset', short(adaptation.targetTestDatasetId)),
+        item('Source images', adaptation.sourceImages),
+        item('Target images', adaptation.targetImages),
+        adaptation.targetImagesNotSampled > 0 ? item('Target images not sampled', adaptation.targetImagesNotSampled) : null,
+        adaptation.targetImagesSkipped > 0 ? item('Target images skipped', adaptation.targetImagesSkipped) : null,
+        item('Batch-norm layers adapted', adaptation.batchNormLayers),
+      ),
+      h('p', { class: 'muted' }, 'The head trained on source-domain features; the model serves with the target domain’s statistics.'),
+    );
+  }
+
+  /** The report on the labelled target-domain dataset, apart from the source validation. */
+  function targetEvaluationSection(report, datasetId, item) {
+    return h(
+      'section',
+      { class: 'card', id: 'target-evaluation', 'aria-labelledby': 'target-evaluation-title' },
+      h('h2', { id: 'target-evaluation-title' }, `Target domain: evaluation on ${report.samples} target test images`),
+      h(
+        'dl',
+        { class: 'row' },
+        item('Accuracy', percent(report.accuracy)),
+        item(`Top-${report.topK} accuracy`, percent(report.topKAccuracy)),
+        item('Macro F1', number(report.macroF1)),
+      ),
+      h(
+        'div',
+        { class: 'row' },
+        h('div', {}, h('h3', {}, 'Confusion matrix'), confusionMatrix(report, 'target-confusion-matrix')),
+        h('div', {}, h('h3', {}, 'Per class'), perClassTable(report, 'target-per-class')),
+      ),
+      h('h3', {}, 'Most confident mistakes'),
+      mistakes(report, datasetId, { id: 'target-mistakes', images: 'target test' }),
+    );
+  }
+
   (async () => {
     try {
       const model = await api('GET', `/v1/models/${id}`);
       const job = await api('GET', `/v1/jobs/${model.jobId}`).catch(() => null);
       const evaluation = model.evaluation;
+      const target = model.targetEvaluation ?? null;
+      const adaptation = model.metrics?.adaptation ?? null;
       const item = (term, value) => h('div', {}, h('dt', { class: 'muted' }, term), h('dd', {}, value));
       content.replaceChildren(
         h(
@@ -161,6 +210,7 @@ export function modelView(main, { params, navigate }) {
             item('Accuracy', evaluation ? percent(evaluation.accuracy) : '—'),
             evaluation ? item(`Top-${evaluation.topK} accuracy`, percent(evaluation.topKAccuracy)) : null,
             evaluation ? item('Macro F1', number(evaluation.macroF1)) : null,
+            target ? item('Target accuracy', percent(target.accuracy)) : null,
             model.transferGain === null ? null : item('Transfer gain', `${model.transferGain >= 0 ? '+' : ''}${(model.transferGain * 100).toFixed(1)} pt vs scratch`),
             item('Size', bytes(model.sizeBytes)),
             item('Created', when(model.createdAt)),
@@ -178,12 +228,14 @@ export function modelView(main, { params, navigate }) {
           ? h(
               'section',
               { class: 'card', 'aria-labelledby': 'evaluation-title' },
-              h('h2', { id: 'evaluation-title' }, `Evaluation on ${evaluation.samples} validation images`),
+              h('h2', { id: 'evaluation-title' }, `Evaluation on ${evaluation.samples} validation images${adaptation ? ' (source domain)' : ''}`),
               h('div', { class: 'row' }, h('div', {}, h('h3', {}, 'Confusion matrix'), confusionMatrix(evaluation)), h('div', {}, h('h3', {}, 'Per class'), perClassTable(evaluation))),
               h('h3', {}, 'Most confident mistakes'),
               mistakes(evaluation, job?.datasetId),
             )
           : h('p', { class: 'card muted' }, 'No evaluation: the job had no validation images.'),
+        adaptation ? adaptationFacts(adaptation, item) : null,
+        target ? targetEvaluationSection(target, adaptation?.targetTestDatasetId ?? job?.spec?.targetTestDatasetId, item) : null,
       );
     } catch (error) {
       content.replaceChildren(h('p', { class: 'error' }, error.status === 404 ? 'No such model (or it belongs to another tenant).' : `Could not load the model: ${error.message}`));

@@ -26,6 +26,7 @@ const createRoute = {
         filename: Type.String({ minLength: 1, maxLength: 255, description: "the zip's file name: the dataset's name when `name` is not given" }),
         size: Type.Integer({ minimum: 1, description: 'bytes of the zip, exactly: the PUT must send this Content-Length' }),
         name: Type.Optional(Type.String({ description: 'the dataset name (at most 200 characters)' })),
+        kind: Type.Optional(Type.Union([Type.Literal('labelled'), Type.Literal('unlabelled')], { description: 'unlabelled: images in no class folders (a domain_adaptation target)' })),
       },
       { additionalProperties: false },
     ),

@@ -17,7 +17,8 @@ const uploadRoute = {
     summary: 'Upload a dataset',
     description:
       'A zip of images in class folders (`<class>/<img>`, or `train/<class>/…` + `val/<class>/…`), streamed and ' +
-      'inspected entry by entry (hostile names, bombs, undecodable images are refused or skipped) before it is stored.',
+      'inspected entry by entry (hostile names, bombs, undecodable images are refused or skipped) before it is stored. ' +
+      'With `kind=unlabelled`, a zip of images in no class folders: the target domain of a `domain_adaptation` job.',
     tags,
     security: bearer,
     response: { 201: Dataset, ...errorResponses },
@@ -27,6 +28,7 @@ const uploadRoute = {
       'multipart/form-data': Type.Object({
         file: Type.String({ format: 'binary', description: 'the dataset zip' }),
         name: Type.Optional(Type.String({ maxLength: 200 })),
+        kind: Type.Optional(Type.Union([Type.Literal('labelled'), Type.Literal('unlabelled')], { default: 'labelled' })),
       }),
     }),
   },
@@ -69,6 +71,7 @@ const deleteRoute = {
   },
 };
 import {
+  checkDatasetKind,
   checkDatasetName,
   createDataset,
   deleteDataset,
@@ -76,6 +79,7 @@ import {
   getDatasetReport,
   presentDataset,
   stageArchive,
+  type DatasetKind,
   type StagedArchive,
 } from '../../services/datasets.service.ts';
 import { checkUploadRoom } from '../../services/usage.service.ts';
@@ -93,6 +97,7 @@ export async function datasetRoutes(fastify: FastifyInstance, { deps }: { deps: 
     // the zip is staged to disk inside the loop and the dataset created once "name" (which may
     // come before or after the file) is known.
     let name: string | undefined;
+    let kind: DatasetKind = 'labelled';
     let staged: StagedArchive | undefined;
     let dataset: Awaited<ReturnType<typeof createDataset>>;
     try {
@@ -103,6 +108,8 @@ export async function datasetRoutes(fastify: FastifyInstance, { deps }: { deps: 
             // A part sent as application/json arrives parsed: only text is a name.
             if (typeof part.value !== 'string') throw new DomainError('invalid_name', 'name must be a text field', 400);
             name = checkDatasetName(part.value, part.valueTruncated);
+          } else if (part.fieldname === 'kind') {
+            kind = checkDatasetKind(part.value);
           }
         } else if (part.fieldname === 'file' && !staged) {
           const file = part.file as Readable & { truncated: boolean };
@@ -112,7 +119,7 @@ export async function datasetRoutes(fastify: FastifyInstance, { deps }: { deps: 
         }
       }
       if (!staged) throw new DomainError('file_required', 'multipart field "file" (the dataset zip) is missing', 400);
-      dataset = await createDataset(deps, callerOf(request).tenantId, staged, name);
+      dataset = await createDataset(deps, callerOf(request).tenantId, staged, name, kind);
     } finally {
       await staged?.discard();
     }
