@@ -33,6 +33,11 @@ export interface Config {
   uploadUrlTtlSeconds: number;
   mlBackend: MlBackendChoice;
   workerConcurrency: number;
+  /**
+   * Runs one training child process may serve: after a clean head-only run it takes the next
+   * job instead of exiting (1: every run in a fresh process).
+   */
+  trainingChildMaxRuns: number;
   /** BullMQ lock duration; a worker that stops renewing for this long loses its job. */
   workerLockDurationMs: number;
   jobAttempts: number;
@@ -282,6 +287,7 @@ export function loadConfig(env: Env = process.env): Config {
     uploadUrlTtlSeconds: int('UPLOAD_URL_TTL_SECONDS', 3600, 1, 7 * 24 * 3600),
     mlBackend: backend as MlBackendChoice,
     workerConcurrency: int('WORKER_CONCURRENCY', 1, 1, 64),
+    trainingChildMaxRuns: int('TRAINING_CHILD_MAX_RUNS', 20, 1, 100_000),
     workerLockDurationMs: int('WORKER_LOCK_DURATION_MS', 60_000, 1_000, 3_600_000),
     jobAttempts: int('JOB_ATTEMPTS', 3, 1, 100),
     jobRetryBackoffMs: int('JOB_RETRY_BACKOFF_MS', 5_000, 0, 3_600_000),

@@ -1,5 +1,5 @@
 export { initBackend, activeBackend, tf, type BackendName } from './backend.ts';
-export { loadBaseModel, loadModelFromUrl, buildSmallCnn, type BaseModel } from './zoo.ts';
+export { loadBaseModel, loadModelFromUrl, buildSmallCnn, zooTensorCount, type BaseModel } from './zoo.ts';
 export { decodeImage, decodeImageBytes, isImagePath, IMAGE_EXTENSIONS, DEFAULT_MAX_PIXELS, type DecodeOptions } from './images.ts';
 export {
   indexDatasetZip,

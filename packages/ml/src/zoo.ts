@@ -10,6 +10,8 @@ export interface BaseModel {
 }
 
 const cache = new Map<string, Promise<BaseModel>>();
+/** The bases `cache` has finished loading. */
+const loaded = new Map<string, BaseModel>();
 
 /**
  * Loads (once per process) the frozen base model for a zoo id. The promise is cached, so
@@ -25,9 +27,22 @@ export function loadBaseModel(id: string): Promise<BaseModel> {
   if (!entry) {
     entry = buildBaseModel(info);
     cache.set(id, entry);
-    entry.catch(() => cache.delete(id));
+    entry.then(
+      (base) => loaded.set(id, base),
+      () => cache.delete(id),
+    );
   }
   return entry;
+}
+
+/**
+ * The tensors the loaded zoo bases hold (one per weight): what a process keeps between jobs by
+ * design. Every other live tensor belongs to a run.
+ */
+export function zooTensorCount(): number {
+  let count = 0;
+  for (const base of loaded.values()) count += base.model.weights.length;
+  return count;
 }
 
 async function buildBaseModel(info: BaseModelInfo): Promise<BaseModel> {

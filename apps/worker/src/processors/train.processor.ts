@@ -6,6 +6,7 @@ import { UnrecoverableError, WaitingError, type TrainingJob } from '@finetune/qu
 import { keys, type ObjectStore } from '@finetune/storage';
 import type { ChildMessage, ParentMessage, TrainingOutcome, TrainingProgress } from '../training/messages.ts';
 import type { FinalStatus, WorkerMetrics } from '../metrics/index.ts';
+import { headOnlyRun } from '../training/child-reuse.ts';
 import { WarmChildren, type TrainingChild } from './warm-children.ts';
 
 // Compiled (`npm run build`, dist/*.js) the child is plain JavaScript, forked with no loader; from
@@ -79,9 +80,11 @@ export function createTrainProcessor({ jobs, store, log, state, heartbeatMs, met
 
     let outcome: TrainingOutcome;
     try {
-      const taken = children.take(claim.job.baseModel);
+      const base = claim.job.baseModel;
+      const taken = children.take(base, headOnlyRun({ strategy, ...(claim.job.spec as { compareWithScratch?: boolean }) }));
       child = taken.child;
-      outcome = await runChild(jobId, lease, job, state, taken, (seconds) => metrics.epochSeconds.observe({ strategy }, seconds));
+      const ended = () => children.reclaim(taken.child, base);
+      outcome = await runChild(jobId, lease, job, state, taken, ended, (seconds) => metrics.epochSeconds.observe({ strategy }, seconds));
     } catch (error) {
       const failure = error instanceof RunFailure ? error : new RunFailure('training_error', (error as Error).message, false);
       if (state.closing && failure.code === 'training_process_died') {
@@ -165,12 +168,17 @@ function forkChild(args: string[]): ChildProcess {
   });
 }
 
+/**
+ * One run in `child`. `ended` is called once the run is over — synchronously on the child's
+ * `done` (before any later message of the child is seen), or when the child exits without one.
+ */
 function runChild(
   jobId: string,
   lease: string,
   job: TrainingJob,
   state: ProcessorState,
   { child, ready }: TrainingChild,
+  ended: () => void,
   epochDone: (seconds: number) => void,
 ): Promise<TrainingOutcome> {
   return new Promise((resolve, reject) => {
@@ -181,35 +189,44 @@ function runChild(
       // Shutdown began before this child had its run: it stops at once.
       if (state.closing) child.send({ type: 'stop' } satisfies ParentMessage);
     });
-    let settled: { outcome?: TrainingOutcome; failure?: RunFailure } | undefined;
+    let settled: { failure?: RunFailure } | undefined;
     // What the job's progress shows (BullMQ keeps it; the API streams it): the latest report,
     // over the last batch position reported, which an epoch's or phase's report does not erase.
     let shown: Omit<TrainingProgress, 'epochSeconds'> | undefined;
-    child.on('message', (message: ChildMessage) => {
+    // A child may take another job after this run: nothing of this run listens to it then.
+    const detach = () => {
+      child.off('message', onMessage);
+      child.off('error', onError);
+      child.off('exit', onExit);
+      ended();
+    };
+    const onMessage = (message: ChildMessage) => {
       if (message.type === 'progress') {
         const { epochSeconds, ...progress } = message.progress;
         if (epochSeconds !== undefined) epochDone(epochSeconds);
         shown = { ...shown, ...progress };
         job.updateProgress(shown).catch(() => undefined);
       } else if (message.type === 'done') {
-        settled = { outcome: message.outcome };
         // Every write of the run is committed: the outcome need not wait for the process to
-        // close its connections and exit (the exit handler below only forgets the child then).
+        // close its connections and exit, or to say it can take another job.
+        detach();
         resolve(message.outcome);
       } else if (message.type === 'failed') {
         const { code, message: text, retry } = message.error;
         settled = { failure: new RunFailure(code, text, retry) };
       }
-    });
-    child.on('error', (error) => {
+    };
+    const onError = (error: Error) => {
       settled ??= { failure: new RunFailure('training_process_error', error.message, true) };
-    });
-    child.on('exit', (code, signal) => {
-      state.active.delete(child);
-      if (settled?.outcome) return resolve(settled.outcome);
+    };
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+      detach();
       if (settled?.failure) return reject(settled.failure);
       // Killed (OOM killer, kill -9) or crashed hard: transient, the next run resumes.
       reject(new RunFailure('training_process_died', `the training process exited (code ${code}, signal ${signal})`, true));
-    });
+    };
+    child.on('message', onMessage);
+    child.on('error', onError);
+    child.on('exit', onExit);
   });
 }

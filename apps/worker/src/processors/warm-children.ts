@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import type { ChildMessage } from '../training/messages.ts';
+import type { ChildMessage, ParentMessage } from '../training/messages.ts';
 
 /** A training child and whether it got ready (false: it exited first). */
 export interface TrainingChild {
@@ -16,17 +16,24 @@ const TITLE_ROOM = '.'.repeat(96);
 
 /**
  * Keeps one training child warm: forked ahead of need, its modules, tfjs backend and expected
- * base already loaded, so a job's run does not wait for a process to start. Each child still
- * runs one job only (a wasm abort or a leak never reaches the next job); when the warm one is
- * taken, the next starts warming at once, told which base the job just taken uses.
+ * base already loaded, so a job's run does not wait for a process to start.
+ *
+ * A child that ran a head-only job cleanly (child-reuse.ts) says it is ready again: it becomes
+ * the warm child (`reclaim`), and no process starts for the next job. Any other child exits after
+ * its run — a wasm abort or a grown heap never reaches another job — and its replacement starts
+ * warming when its job is taken (a long run hides the warm-up; `take(…, reusable=false)`) or,
+ * when the child was expected back, at once when it exits instead. Forking beside a short run
+ * would not hide anything: a child's start-up takes a core for 2–3 s, longer than a cached rerun.
  *
  * The warm child is listed in `active` (the worker's shutdown asks every listed child to stop;
  * an idle one exits at once), and it exits by itself when its parent goes. A child is forked
- * with the worker's environment of that moment, and the run reads its configuration from it: one
- * forked before the environment changed is discarded, never given a job.
+ * with the worker's environment of that moment, and its runs read their configuration from it:
+ * one forked before the environment changed is discarded, never given a job.
  */
 export class WarmChildren {
-  private warm: (TrainingChild & { env: string }) | null = null;
+  private warm: TrainingChild | null = null;
+  /** The worker's environment each child was forked with. */
+  private readonly envs = new WeakMap<ChildProcess, string>();
 
   constructor(
     private readonly fork: ForkChild,
@@ -40,24 +47,48 @@ export class WarmChildren {
     this.warm = this.start(baseHint);
   }
 
-  /** A ready-to-be child for one job, which the caller owns from now on; a replacement starts warming. */
-  take(baseHint: string | null): TrainingChild {
+  /**
+   * A ready-to-be child for one job, which the caller owns until it gives it back (`reclaim`).
+   * `reusable`: the job is head-only, so its child is expected back and no replacement starts.
+   */
+  take(baseHint: string | null, reusable: boolean): TrainingChild {
     let taken = this.warm;
     this.warm = null;
-    if (taken && (taken.env !== environment() || taken.child.exitCode !== null || taken.child.signalCode !== null || !taken.child.connected)) {
+    if (taken && (this.envs.get(taken.child) !== environment() || !alive(taken.child))) {
       taken.child.kill('SIGKILL');
       taken = null;
     }
     const child = taken ?? this.start(baseHint);
     // After the caller has handed the taken child its job (a microtask on its ready promise):
     // forking is synchronous and takes tens of milliseconds the job need not wait for.
-    setImmediate(() => this.prestart(baseHint));
+    if (!reusable) setImmediate(() => this.prestart(baseHint));
     return child;
   }
 
-  private start(baseHint: string | null): TrainingChild & { env: string } {
-    const env = environment();
+  /**
+   * Called once the child's run has ended: a child ready again becomes the warm one (or stops,
+   * if there is one already); a child that exits is replaced.
+   */
+  reclaim(child: ChildProcess, baseHint: string | null): void {
+    if (!alive(child)) return this.prestart(baseHint);
+    const onMessage = (message: ChildMessage) => {
+      if (message.type !== 'ready') return;
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+      if (this.warm || this.closing() || this.envs.get(child) !== environment()) child.send({ type: 'stop' } satisfies ParentMessage);
+      else this.warm = { child, ready: Promise.resolve(true) };
+    };
+    const onExit = () => {
+      child.off('message', onMessage);
+      this.prestart(baseHint);
+    };
+    child.on('message', onMessage);
+    child.once('exit', onExit);
+  }
+
+  private start(baseHint: string | null): TrainingChild {
     const child = this.fork(['--warm', baseHint ?? '-', TITLE_ROOM]);
+    this.envs.set(child, environment());
     this.active.add(child);
     // A message to a child that has just exited (shutdown's stop) is an 'error' event: not a crash.
     child.on('error', () => undefined);
@@ -74,8 +105,12 @@ export class WarmChildren {
       this.active.delete(child);
       if (this.warm?.child === child) this.warm = null;
     });
-    return { child, ready, env };
+    return { child, ready };
   }
+}
+
+function alive(child: ChildProcess): boolean {
+  return child.exitCode === null && child.signalCode === null && child.connected;
 }
 
 function environment(): string {

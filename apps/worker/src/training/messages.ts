@@ -1,7 +1,8 @@
-// What a training child process and its parent tell each other over IPC. One run, one process:
-// a wasm abort (which leaves a process unusable) can only ever take one run down with it. The
-// process is started before its job exists (a warm child, see child.ts): it says when it is
-// ready, and the parent then gives it the run.
+// What a training child process and its parent tell each other over IPC. The process is started
+// before its job exists (a warm child, see child.ts): it says when it is ready, and the parent
+// then gives it a run. After a clean head-only run it says it is ready again and may be given the
+// next; after any other run it exits, so a wasm abort (which leaves a process unusable) can only
+// ever take one run down with it.
 // The child trains and writes data (metrics, checkpoints, model files) under the run's lease;
 // the parent alone changes the job's state, from the outcome the child reports.
 import type { StopReason } from '@finetune/core';
@@ -38,15 +39,15 @@ export type TrainingOutcome =
   | { status: 'skipped'; reason: string };
 
 export type ChildMessage =
-  /** Listening, with its modules loaded: it can take a run. */
+  /** Listening, with its modules loaded (or its last run over, and clean): it can take a run. */
   | { type: 'ready' }
   | { type: 'progress'; progress: TrainingProgress }
   | { type: 'done'; outcome: TrainingOutcome }
   | { type: 'failed'; error: { code: string; message: string; retry: boolean } };
 
 /**
- * Parent → child: `run` gives a ready child its one run (the job, under the lease the parent's
- * claim took); `stop` asks it to stop at the next batch boundary and hand the job back (worker
+ * Parent → child: `run` gives a ready child a run (the job, under the lease the parent's claim
+ * took); `stop` asks it to stop at the next batch boundary and hand the job back (worker
  * shutdown), or, idle, to exit.
  */
 export type ParentMessage = { type: 'run'; jobId: string; lease: string } | { type: 'stop' };

@@ -35,6 +35,7 @@ export {
   type Cut,
 } from './surgery.ts';
 export { planMicroBatch, memoryBudget, currentBackend, type MicroBatchPlan, type MemoryBudget } from './micro-batch.ts';
+export { warmUpTraining } from './warm-up.ts';
 export {
   batchNormLayers,
   estimateBatchNormStatistics,
