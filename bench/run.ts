@@ -15,7 +15,7 @@ import autocannon from 'autocannon';
 import { computeEmbeddings, decodeImage, initBackend, loadBaseModel } from '../packages/ml/src/index.ts';
 import { digitPng, mnistFolderZip } from '../test/support/mnist-fixtures.ts';
 import { runProcess, resultLine, torchAvailable, torchFinetuneStep, TorchEmbedder, TORCH_MISSING } from './pytorch.ts';
-import { Stack, type JobView } from './stack.ts';
+import { SERVICE_BUILD, Stack, type JobView } from './stack.ts';
 import { fmt, markdownTable, summarize, type Row, type Summary } from './stats.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -344,7 +344,8 @@ async function main(): Promise<void> {
     `# \`npm run bench${QUICK ? ' -- --quick' : ''}\`${only ? ` (--only ${[...only].join(',')})` : ''}`,
     '',
     `${startedAt.toISOString()}, ${minutes.toFixed(1)} min; ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}; ` +
-      `load average (1/5/15 min) ${loadBefore.map((x) => x.toFixed(1)).join(' / ')} at start, ${loadAfter.map((x) => x.toFixed(1)).join(' / ')} at the end` +
+      `load average (1/5/15 min) ${loadBefore.map((x) => x.toFixed(1)).join(' / ')} at start, ${loadAfter.map((x) => x.toFixed(1)).join(' / ')} at the end; ` +
+      `the service ran from ${SERVICE_BUILD}` +
       (QUICK ? '. Quick run: small sizes, few repetitions; the figures are a smoke test, not measurements.' : '.'),
     '',
   ];
