@@ -56,7 +56,7 @@ export function startWorker(config: Config, log: Logger): RunningWorker {
   const countFailed = (jobId: string) =>
     void jobs.get(jobId).then((job) => job && metrics.jobsTotal.inc({ strategy: job.strategy, status: 'failed' }), () => undefined);
 
-  const worker = createTrainingWorker(createTrainProcessor({ jobs, store, log, state, heartbeatMs, metrics }), {
+  const worker = createTrainingWorker(createTrainProcessor({ jobs, store, log, state, heartbeatMs, metrics, childMaxRuns: config.trainingChildMaxRuns }), {
     ...settings,
     concurrency: config.workerConcurrency,
     lockDurationMs: config.workerLockDurationMs,

@@ -43,6 +43,8 @@ export interface ProcessorDeps {
   /** The run's heartbeat period; a run whose heartbeat stops is presumed dead. */
   heartbeatMs: number;
   metrics: WorkerMetrics;
+  /** TRAINING_CHILD_MAX_RUNS (see warm-children.ts). */
+  childMaxRuns: number;
 }
 
 /**
@@ -52,8 +54,8 @@ export interface ProcessorDeps {
  * costs one run, never the worker — and turns the run's outcome into exactly one transition.
  * The child is a warm one (warm-children.ts), started before the job was claimed.
  */
-export function createTrainProcessor({ jobs, store, log, state, heartbeatMs, metrics }: ProcessorDeps) {
-  const children = new WarmChildren(forkChild, state.active, () => state.closing);
+export function createTrainProcessor({ jobs, store, log, state, heartbeatMs, metrics, childMaxRuns }: ProcessorDeps) {
+  const children = new WarmChildren(forkChild, state.active, () => state.closing, childMaxRuns);
   children.prestart(null);
   return async function processTrainJob(job: TrainingJob, token?: string): Promise<TrainingOutcome> {
     const jobId = job.data.jobId;

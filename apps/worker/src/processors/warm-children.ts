@@ -21,8 +21,8 @@ const TITLE_ROOM = '.'.repeat(96);
  * A child that ran a head-only job cleanly (child-reuse.ts) says it is ready again: it becomes
  * the warm child (`reclaim`), and no process starts for the next job. Any other child exits after
  * its run — a wasm abort or a grown heap never reaches another job — and its replacement starts
- * warming when its job is taken (a long run hides the warm-up; `take(…, reusable=false)`) or,
- * when the child was expected back, at once when it exits instead. Forking beside a short run
+ * warming when its job is taken (a long run hides the warm-up) or, when the child was expected
+ * back, at once when it exits instead. Forking beside a short run
  * would not hide anything: a child's start-up takes a core for 2–3 s, longer than a cached rerun.
  *
  * The warm child is listed in `active` (the worker's shutdown asks every listed child to stop;
@@ -34,11 +34,15 @@ export class WarmChildren {
   private warm: TrainingChild | null = null;
   /** The worker's environment each child was forked with. */
   private readonly envs = new WeakMap<ChildProcess, string>();
+  /** Runs each child has been given. */
+  private readonly runs = new WeakMap<ChildProcess, number>();
 
   constructor(
     private readonly fork: ForkChild,
     private readonly active: Set<ChildProcess>,
     private readonly closing: () => boolean,
+    /** TRAINING_CHILD_MAX_RUNS: a child given this many runs exits after the last. */
+    private readonly maxRuns: number,
   ) {}
 
   /** Starts a warm child now unless there is one (or the worker is closing). */
@@ -49,9 +53,10 @@ export class WarmChildren {
 
   /**
    * A ready-to-be child for one job, which the caller owns until it gives it back (`reclaim`).
-   * `reusable`: the job is head-only, so its child is expected back and no replacement starts.
+   * `headOnly`: the job trains a head only, so its child is expected back (unless this is its
+   * last run) and no replacement starts.
    */
-  take(baseHint: string | null, reusable: boolean): TrainingChild {
+  take(baseHint: string | null, headOnly: boolean): TrainingChild {
     let taken = this.warm;
     this.warm = null;
     if (taken && (this.envs.get(taken.child) !== environment() || !alive(taken.child))) {
@@ -59,9 +64,11 @@ export class WarmChildren {
       taken = null;
     }
     const child = taken ?? this.start(baseHint);
+    const runs = (this.runs.get(child.child) ?? 0) + 1;
+    this.runs.set(child.child, runs);
     // After the caller has handed the taken child its job (a microtask on its ready promise):
     // forking is synchronous and takes tens of milliseconds the job need not wait for.
-    if (!reusable) setImmediate(() => this.prestart(baseHint));
+    if (!headOnly || runs >= this.maxRuns) setImmediate(() => this.prestart(baseHint));
     return child;
   }
 
