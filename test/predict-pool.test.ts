@@ -4,15 +4,13 @@
 // tfjs in-process; a worker that dies fails only the request it held (503) and is replaced.
 // Nothing here depends on timing: the pool's own counters say when a run is in a worker, and
 // the test worker exits through a test hook at a known point.
-import { randomUUID } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import request from 'supertest';
-import { initBackend, InferencePool, poolThreads, serializeModel, tf } from '@finetune/ml';
-import { keys } from '@finetune/storage';
+import { initBackend, InferencePool, poolThreads, tf } from '@finetune/ml';
 import { loadConfig } from '../packages/core/src/config.ts';
 import { buildTestApp, type TestApp } from './support/app.ts';
-import { expectProblem } from './support/hostile.ts';
+import { expectProblem, storeModel as storeTrainedModel } from './support/hostile.ts';
 import { digitPng } from './support/mnist-fixtures.ts';
 
 const LABELS = ['a', 'b', 'c'];
@@ -45,36 +43,7 @@ async function pooledApp(workers: number): Promise<PooledApp> {
 
 /** Stores `model` as a trained model of the default tenant (rows and files), like a finished job's. */
 async function storeModel(t: TestApp, model: tf.LayersModel, inputSize: number): Promise<string> {
-  const { modelJson, weights } = await serializeModel(model);
-  model.dispose();
-  const datasetId = randomUUID();
-  const jobId = randomUUID();
-  const modelId = randomUUID();
-  await t.deps.db.dataset.create({
-    data: {
-      id: datasetId,
-      tenantId: t.tenantId,
-      name: 'pool',
-      storageKey: `datasets/${datasetId}/source.zip`,
-      sizeBytes: 1n,
-      sha256: 'x',
-      layout: 'flat',
-      classes: LABELS,
-      counts: { train: Object.fromEntries(LABELS.map((l) => [l, 1])), val: {}, skipped: 0, ignored: 0, skippedFiles: [] },
-    },
-  });
-  await t.deps.db.job.create({ data: { id: jobId, tenantId: t.tenantId, datasetId, baseModel: 'small_cnn', strategy: 'scratch', spec: {}, epochs: 1, status: 'succeeded' } });
-  await t.deps.db.model.create({
-    data: { id: modelId, tenantId: t.tenantId, jobId, baseModel: 'small_cnn', labels: LABELS, inputSize, storagePrefix: keys.modelPrefix(modelId), metrics: {} },
-  });
-  const files: Record<string, Buffer> = {
-    'model.json': modelJson,
-    'weights.bin': weights,
-    'labels.json': Buffer.from(JSON.stringify(LABELS)),
-    'metadata.json': Buffer.from('{}'),
-  };
-  for (const [file, data] of Object.entries(files)) await t.deps.store.putBuffer(keys.modelFile(modelId, file), data);
-  return modelId;
+  return (await storeTrainedModel(t, model, { labels: LABELS, inputSize })).modelId;
 }
 
 function predict(t: TestApp, modelId: string, images: Buffer[]) {

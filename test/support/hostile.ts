@@ -137,6 +137,18 @@ export async function createTinyModel(
   const model = tf.sequential({
     layers: [tf.layers.flatten({ inputShape: [28, 28, 3] }), tf.layers.dense({ units: labels.length, activation: 'softmax' })],
   });
+  return storeModel(t, model, { labels, inputSize: 28, tenantId });
+}
+
+/**
+ * Stores `model` (disposed here) as a trained model of `tenantId`, with the dataset and job rows
+ * and the files a finished job leaves, so /predict and /download serve it.
+ */
+export async function storeModel(
+  t: TestApp,
+  model: tf.LayersModel,
+  { labels, inputSize, tenantId = t.tenantId }: { labels: string[]; inputSize: number; tenantId?: string },
+): Promise<{ datasetId: string; jobId: string; modelId: string }> {
   const { modelJson, weights } = await serializeModel(model);
   model.dispose();
   const datasetId = randomUUID();
@@ -159,7 +171,7 @@ export async function createTinyModel(
     data: { id: jobId, tenantId, datasetId, baseModel: 'small_cnn', strategy: 'scratch', spec: {}, epochs: 1, status: 'succeeded' },
   });
   await t.deps.db.model.create({
-    data: { id: modelId, tenantId, jobId, baseModel: 'small_cnn', labels, inputSize: 28, storagePrefix: keys.modelPrefix(modelId), metrics: {} },
+    data: { id: modelId, tenantId, jobId, baseModel: 'small_cnn', labels, inputSize, storagePrefix: keys.modelPrefix(modelId), metrics: {} },
   });
   const files: Record<string, Buffer> = {
     'model.json': modelJson,

@@ -83,7 +83,7 @@ export function createTrainProcessor({ jobs, store, log, state, heartbeatMs, met
     let outcome: TrainingOutcome;
     try {
       const base = claim.job.baseModel;
-      const taken = children.take(base, headOnlyRun({ strategy, ...(claim.job.spec as { compareWithScratch?: boolean }) }));
+      const taken = children.take(base, headOnlyRun(claim.job.spec as { strategy: string; compareWithScratch?: boolean }));
       child = taken.child;
       const ended = () => children.reclaim(taken.child, base);
       outcome = await runChild(jobId, lease, job, state, taken, ended, (seconds) => metrics.epochSeconds.observe({ strategy }, seconds));
