@@ -7,7 +7,12 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { MlBackendChoice } from '@finetune/core';
 import { verifyGpu } from './gpu.ts';
+import { mlThreads } from './threads.ts';
+import { registerWasmFastPaths } from './wasm-fast-paths.ts';
+import { guardWasmFailures } from './wasm-failures.ts';
 import { registerWasmGradientKernels } from './wasm-gradients.ts';
+import { registerWasmHeapKernels } from './wasm-heap-kernels.ts';
+import { registerThreadedWasm, wasmThreads } from './wasm-threads.ts';
 
 export { tf };
 
@@ -44,6 +49,11 @@ export async function initBackend(choice: MlBackendChoice): Promise<BackendName>
     );
   }
   return pending;
+}
+
+/** The threads the wasm backend's XNNPACK pool runs on (1: its single-threaded build), or null on another backend. */
+export function wasmBackendThreads(): number | null {
+  return active?.name === 'wasm' ? wasmThreads() : null;
 }
 
 /** The backend chosen by initBackend, or null before it ran. */
@@ -95,9 +105,19 @@ async function tryBackend(name: BackendName): Promise<void> {
       const require = createRequire(import.meta.url);
       const dist = path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist') + path.sep;
       wasm.setWasmPaths(dist);
+      // More than one thread: the build whose XNNPACK runs on a thread pool (see wasm-threads.ts).
+      const threads = mlThreads();
+      if (threads > 1) registerThreadedWasm(threads, (reason) => process.emitWarning(`tfjs wasm runs on one thread: its threaded build did not load (${reason})`));
       await setBackendOrThrow('wasm', name);
       // wasm lacks the conv gradient kernels that training conv layers needs (see wasm-gradients.ts).
       registerWasmGradientKernels();
+      // Faster routes for kernels wasm has but runs slowly in a training step (see wasm-fast-paths.ts).
+      registerWasmFastPaths();
+      // Memory-bound steps of training straight on the heap, with SIMD loops (see wasm-heap-kernels.ts).
+      const backend = tf.backend() as import('@tensorflow/tfjs-backend-wasm').BackendWasm;
+      await registerWasmHeapKernels(backend);
+      // A full heap fails once and clearly, and a failed heap is not used again (see wasm-failures.ts).
+      guardWasmFailures(backend);
       return;
     }
     case 'cpu':

@@ -1,4 +1,4 @@
-export { initBackend, activeBackend, tf, type BackendName } from './backend.ts';
+export { initBackend, activeBackend, wasmBackendThreads, tf, type BackendName } from './backend.ts';
 export { loadBaseModel, loadModelFromUrl, buildSmallCnn, zooTensorCount, type BaseModel } from './zoo.ts';
 export { decodeImage, decodeImageBytes, isImagePath, IMAGE_EXTENSIONS, DEFAULT_MAX_PIXELS, type DecodeOptions } from './images.ts';
 export {
@@ -22,11 +22,11 @@ export {
   type DataCheckInput,
 } from './data-checks.ts';
 export { computeEmbeddings } from './embed.ts';
+export { mlThreads } from './threads.ts';
 export {
   forwardImages,
   frozenEngine,
   engineChoice,
-  inferenceThreads,
   InferencePool,
   InferenceWorkerLost,
   poolThreads,

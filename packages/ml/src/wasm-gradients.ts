@@ -13,11 +13,7 @@
 // Semantics follow tfjs-backend-cpu's kernels of the same names (NHWC, strides, 'same' / 'valid' /
 // explicit padding, depthMultiplier); the tests compare against cpu on random inputs.
 //
-// Two kernels wasm does have are scalar loops that dominated a training step once the missing
-// ones were fast; they get a fast path in front of the original (which still handles every
-// other case): Conv2DBackpropInput for 1×1 stride-1 convs (a matmul) and Tile when it only
-// broadcasts (tfjs-core's BatchNorm gradient). A third, BatchMatMul with a transposed operand
-// (every Dense layer's backward pass), goes to XNNPACK instead of a scalar loop, bit for bit.
+// Fast paths in front of kernels wasm does have are in wasm-fast-paths.ts.
 import * as tf from '@tensorflow/tfjs';
 
 type Pad = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
@@ -151,12 +147,16 @@ function conv2DBackpropFilter(x4: Tensor4D, dy4: Tensor4D, attrs: Conv2DBackprop
 
 /**
  * aᵀ·b for a [M, K], b [M, N] with M large. wasm's BatchMatMul is only fast (XNNPACK) with
- * neither operand transposed — transposeA / transposeB take a scalar loop ~12× slower — so
- * transpose explicitly, and transpose the narrower operand: (bᵀ·a)ᵀ when N < K.
+ * neither operand transposed — transposeA / transposeB take a scalar loop ~12× slower — so one
+ * operand is transposed explicitly. XNNPACK packs its right operand on every call with a new
+ * tensor (every step), and packing an [M, N] matrix slows down sharply as N grows (measured: an
+ * [25088, 144] operand 68–76 ms, an [25088, 24] one 6 ms, while the product itself takes 4 ms),
+ * so the narrower operand goes on the right: aᵀ·b when N ≤ K, else (bᵀ·a)ᵀ. The transposes
+ * cost about 1 ns per value.
  */
 function matMulTransposeA(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
-  if (b.shape[1] < a.shape[1]) return tf.transpose(tf.matMul(tf.transpose(b), a)) as tf.Tensor2D;
-  return tf.matMul(tf.transpose(a), b);
+  if (b.shape[1] <= a.shape[1]) return tf.matMul(tf.transpose(a), b);
+  return tf.transpose(tf.matMul(tf.transpose(b), a)) as tf.Tensor2D;
 }
 
 /**
@@ -254,103 +254,6 @@ function depthwiseBackpropInput(dy: Tensor4D, filter: Tensor4D, attrs: Depthwise
   return dx;
 }
 
-interface Conv2DBackpropInputAttrs {
-  strides: Pair;
-  pad: Pad;
-  dataFormat?: 'NHWC' | 'NCHW';
-  dimRoundingMode?: Rounding;
-  inputShape: [number, number, number, number];
-}
-
-/**
- * The input gradient of an unpadded 1×1 stride-1 NHWC conv is dy [M, Cout] · Wᵀ [Cout, Cin]. wasm's
- * own Conv2DBackpropInput is a scalar loop (~400 ms for MobileNetV2's Conv_1 + block_16_project at
- * batch 8, vs ~20 ms as a matmul); returns null for the cases left to it.
- */
-function conv2DBackpropInput1x1(dy: Tensor4D, filter: Tensor4D, attrs: Conv2DBackpropInputAttrs): tf.Tensor | null {
-  const [kH, kW, cIn, cOut] = filter.shape;
-  if (kH !== 1 || kW !== 1 || attrs.dataFormat === 'NCHW') return null;
-  const info = tf.backend_util.computeConv2DInfo(attrs.inputShape, filter.shape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false);
-  const { top, bottom, left, right } = info.padInfo;
-  if (info.strideHeight !== 1 || info.strideWidth !== 1 || top || bottom || left || right) return null;
-  const m = info.batchSize * info.outHeight * info.outWidth;
-  const wT = tf.transpose(tf.reshape(filter, [cIn, cOut]));
-  return tf.reshape(tf.matMul(tf.reshape(dy, [m, cOut]), wT), attrs.inputShape);
-}
-
-/**
- * Tile that only broadcasts (every repeated axis has size 1) is x + zeros(outShape), which wasm
- * does with a fast broadcasting Add; its own Tile is a per-element index loop. tfjs-core's
- * FusedBatchNorm gradient tiles a [1, 1, 1, C] tensor to the activation shape for every BN layer:
- * 4.2 s of a 12.8 s full-network MobileNetV2 step at batch 8. Returns null for other cases.
- */
-function broadcastTile(x: tf.Tensor, reps: number[]): tf.Tensor | null {
-  if (x.dtype !== 'float32' || reps.length !== x.rank) return null;
-  if (!x.shape.every((d, i) => reps[i] === 1 || d === 1)) return null;
-  const outShape = x.shape.map((d, i) => d * reps[i]!);
-  return tf.add(x, tf.zeros(outShape));
-}
-
-/** The block along the shared dimension in which wasm's own BatchMatMul loop sums (tfjs-backend-wasm 4.22). */
-const SLOW_MATMUL_BLOCK = 48;
-
-/**
- * BatchMatMul with a transposed operand, as the same products summed in the same order by the
- * XNNPACK path. wasm's BatchMatMul runs XNNPACK only when neither operand is transposed (and
- * there is no batch); a transposed one takes a scalar loop — every Dense layer's backward pass
- * (x^T·dy for the kernel, dy·W^T for the input), measured at about 40 % of a dense head's
- * training step on 1,280-d embeddings. Here the transposes are done explicitly — of the operands, or of the other operands
- * and of the output (C = (op(B)^T·op(A)^T)^T), whichever moves fewer values — and the product runs
- * untransposed on XNNPACK. Up to the loop's block of 48 along the shared dimension both compute
- * each output as 0 + a0·b0 + a1·b1 + … in order, without fused multiply-adds, so the results are
- * bit for bit the same; a longer shared dimension (the loop then adds per-block sums) and batched
- * products are left to the original. Returns null for the cases left to it.
- */
-function transposedMatMul(a: tf.Tensor, b: tf.Tensor, transposeA: boolean, transposeB: boolean): tf.Tensor | null {
-  if (!transposeA && !transposeB) return null;
-  if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.rank < 2 || b.rank < 2) return null;
-  const outer = (t: tf.Tensor) => t.shape.slice(0, -2);
-  if ([...outer(a), ...outer(b)].some((d) => d !== 1)) return null;
-  const [aRows, aCols] = a.shape.slice(-2) as [number, number];
-  const [bRows, bCols] = b.shape.slice(-2) as [number, number];
-  const k = transposeA ? aRows : aCols;
-  if (k > SLOW_MATMUL_BLOCK || k !== (transposeB ? bCols : bRows)) return null;
-  const m = transposeA ? aCols : aRows;
-  const n = transposeB ? bRows : bCols;
-  const a2 = tf.reshape(a, [aRows, aCols]);
-  const b2 = tf.reshape(b, [bRows, bCols]);
-  // Values moved: transposes, plus XNNPACK packing its right operand (per call: it is a new
-  // tensor every step), about twice a transpose per value (measured).
-  const operandsMoved = (transposeA ? m * k : 0) + (transposeB ? k * n : 0) + 2 * k * n;
-  const othersMoved = (transposeA ? 0 : m * k) + (transposeB ? 0 : k * n) + m * n + 2 * k * m;
-  const c =
-    operandsMoved <= othersMoved
-      ? tf.matMul(transposeA ? tf.transpose(a2) : a2, transposeB ? tf.transpose(b2) : b2)
-      : tf.transpose(tf.matMul(transposeB ? b2 : tf.transpose(b2), transposeA ? a2 : tf.transpose(a2)));
-  const batch = outer(a).length >= outer(b).length ? outer(a) : outer(b);
-  return tf.reshape(c, [...batch, m, n]);
-}
-
-const FAST_PATH = Symbol.for('finetune.wasmFastPath');
-
-/**
- * Puts a fast path in front of an existing wasm kernel; cases where `fast` returns null still run
- * the original kernel. The wrapper is marked so that a second call does not wrap it again.
- */
-function wrapKernel(kernelName: string, fast: (args: KernelArgs) => tf.Tensor | null): void {
-  const original = tf.getKernel(kernelName, 'wasm');
-  if (original == null || (original.kernelFunc as unknown as Record<symbol, boolean>)[FAST_PATH]) return;
-  const kernelFunc = ((args: KernelArgs) => {
-    // tidy passes a null result through; the cast only satisfies its TensorContainer type.
-    const out = tf.tidy(() => fast(args) as tf.Tensor) as tf.Tensor | null;
-    return out ?? original.kernelFunc(args as unknown as Parameters<tf.KernelFunc>[0]);
-  }) as unknown as tf.KernelFunc;
-  (kernelFunc as unknown as Record<symbol, boolean>)[FAST_PATH] = true;
-  tf.unregisterKernel(kernelName, 'wasm');
-  // Keep the original setupFunc: it binds the native function when the backend initialises.
-  tf.registerKernel({ ...original, kernelFunc });
-}
-
 interface KernelArgs {
   inputs: tf.NamedTensorInfoMap;
   attrs?: tf.NamedAttrMap;
@@ -367,10 +270,8 @@ function register(kernelName: string, impl: (args: KernelArgs) => tf.Tensor): vo
 }
 
 /**
- * Registers the convolution gradient kernels the wasm backend lacks, and the fast paths in front
- * of wasm's Conv2DBackpropInput, Tile and BatchMatMul (transposed operands). Idempotent: kernels
- * that already exist for 'wasm' (from a newer tfjs-backend-wasm or an earlier call) are left
- * alone, and wrappers are not re-wrapped.
+ * Registers the convolution gradient kernels the wasm backend lacks. Idempotent: kernels that
+ * already exist for 'wasm' (from a newer tfjs-backend-wasm or an earlier call) are left alone.
  * Process-global, like all tfjs kernel registration; the cpu and other backends are untouched.
  */
 export function registerWasmGradientKernels(): void {
@@ -383,14 +284,6 @@ export function registerWasmGradientKernels(): void {
   register('DepthwiseConv2dNativeBackpropInput', ({ inputs, attrs }) =>
     depthwiseBackpropInput(inputs['dy'] as Tensor4D, inputs['filter'] as Tensor4D, attrs as unknown as DepthwiseBackpropInputAttrs),
   );
-  wrapKernel('Conv2DBackpropInput', ({ inputs, attrs }) =>
-    conv2DBackpropInput1x1(inputs['dy'] as Tensor4D, inputs['filter'] as Tensor4D, attrs as unknown as Conv2DBackpropInputAttrs),
-  );
-  wrapKernel('Tile', ({ inputs, attrs }) => broadcastTile(inputs['x'] as tf.Tensor, (attrs as { reps: number[] }).reps));
-  wrapKernel('BatchMatMul', ({ inputs, attrs }) => {
-    const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
-    return transposedMatMul(inputs['a'] as tf.Tensor, inputs['b'] as tf.Tensor, transposeA, transposeB);
-  });
 }
 
 /** Kernel names registerWasmGradientKernels provides (for diagnostics and tests). */

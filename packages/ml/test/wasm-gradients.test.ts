@@ -4,6 +4,7 @@
 // tf.setBackend (tensors migrate between backends on read).
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tf, initBackend, loadBaseModel, buildSmallCnn } from '../src/index.ts';
+import { registerWasmFastPaths, WASM_FAST_PATH_KERNELS } from '../src/wasm-fast-paths.ts';
 import { registerWasmGradientKernels, WASM_GRADIENT_KERNELS } from '../src/wasm-gradients.ts';
 
 beforeAll(async () => {
@@ -77,9 +78,9 @@ describe('wasm gradient kernels', () => {
     const before = WASM_GRADIENT_KERNELS.map((name) => tf.getKernel(name, 'wasm')?.kernelFunc);
     expect(() => registerWasmGradientKernels()).not.toThrow();
     expect(WASM_GRADIENT_KERNELS.map((name) => tf.getKernel(name, 'wasm')?.kernelFunc)).toEqual(before);
-    const wrapped = ['Conv2DBackpropInput', 'Tile'].map((name) => tf.getKernel(name, 'wasm')?.kernelFunc);
-    registerWasmGradientKernels();
-    expect(['Conv2DBackpropInput', 'Tile'].map((name) => tf.getKernel(name, 'wasm')?.kernelFunc)).toEqual(wrapped);
+    const wrapped = WASM_FAST_PATH_KERNELS.map((name) => tf.getKernel(name, 'wasm')?.kernelFunc);
+    registerWasmFastPaths();
+    expect(WASM_FAST_PATH_KERNELS.map((name) => tf.getKernel(name, 'wasm')?.kernelFunc)).toEqual(wrapped);
   });
 
   it('match the cpu kernels across strides, paddings, kernel sizes, depth multipliers and batch sizes', () => {

@@ -9,5 +9,4 @@ export {
   type ForwardResult,
   type ImageBatch,
 } from './runner.ts';
-export { inferenceThreads } from './onnxruntime.ts';
 export { InferencePool, InferenceWorkerLost, poolThreads, type InferencePoolOptions, type PooledModel } from './pool.ts';

@@ -1,9 +1,9 @@
 // ONNX Runtime sessions for converted tfjs models. The package is imported on first use and its
 // absence (or a native binding that will not load on this platform) only means tfjs runs.
-import os from 'node:os';
 import type { InferenceSession } from 'onnxruntime-node';
 import type { tf } from '../backend.ts';
 import { convertToOnnx } from '../onnx/convert.ts';
+import { mlThreads } from '../threads.ts';
 import { loadOrt, sessionOptions } from './ort.ts';
 
 export interface OrtSession {
@@ -15,18 +15,6 @@ export interface OrtSession {
   outputShape: number[];
 }
 
-/**
- * Intra-op threads for every session: ML_THREADS, or every core the process may use. ORT's
- * pool is per session; sessions run one batch at a time, so this is the process's CPU use.
- */
-export function inferenceThreads(env: Record<string, string | undefined> = process.env): number {
-  const raw = env.ML_THREADS;
-  if (raw === undefined || raw === '') return os.availableParallelism();
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new Error(`ML_THREADS must be a whole number from 1 to 1024 (got '${raw}')`);
-  return n;
-}
-
 /** Converts `model` (up to `cut`) and opens a session on it, or says why it cannot. */
 export async function openSession(model: tf.LayersModel, cut: string | undefined): Promise<OrtSession | { reason: string }> {
   const conversion = convertToOnnx(model, cut === undefined ? {} : { cut });
@@ -34,7 +22,7 @@ export async function openSession(model: tf.LayersModel, cut: string | undefined
   const loaded = await loadOrt();
   if (loaded instanceof Error) return { reason: loaded.message };
   // A bad ML_THREADS is a configuration error: it throws here rather than passing for a model ORT refused.
-  const threads = inferenceThreads();
+  const threads = mlThreads();
   try {
     const session = await loaded.InferenceSession.create(conversion.bytes, sessionOptions(threads));
     return { session, inputName: conversion.inputName, outputName: conversion.outputName, inputShape: conversion.inputShape, outputShape: conversion.outputShape };

@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { inferenceThreads } from './onnxruntime.ts';
+import { mlThreads } from '../threads.ts';
 import type { FromWorker, PoolWorkerData, ToWorker } from './pool-protocol.ts';
 
 /**
@@ -48,7 +48,7 @@ export interface InferencePoolOptions {
  * at least one, so that all workers running at once use the cores without contending for them.
  */
 export function poolThreads(workers: number, env: Record<string, string | undefined> = process.env): number {
-  return Math.max(1, Math.floor(inferenceThreads(env) / Math.max(1, workers)));
+  return Math.max(1, Math.floor(mlThreads(env) / Math.max(1, workers)));
 }
 
 interface Task {

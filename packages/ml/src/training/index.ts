@@ -14,6 +14,7 @@ export { TrainingStateError, TRAINING_STATE_FORMAT } from './training-state.ts';
 export { learningRateForEpoch, defaultStageEpochs, oneCycleAt, ONE_CYCLE_DEFAULTS } from './schedule.ts';
 export { baseBlocks, baseRateFactors } from './stages.ts';
 export { rangeTest, rangeTestRate, suggestLearningRate, valleyIndex, RANGE_TEST, type LearningRateFinderResult } from './lr-finder.ts';
+export { registerTrainingGradients } from './gradients.ts';
 export { makeOptimizer, setLearningRate, applyDecoupledWeightDecay, disposeOptimizer } from './optimizers.ts';
 export { augmentBatch, augmentationTransform, augmentationEnabled, type Augmentation } from './augment.ts';
 export { buildClassifierHead, headLogits, classificationLoss, classWeightVector, l2Penalty, LOGITS_LAYER, SOFTMAX_LAYER } from './head.ts';

@@ -24,7 +24,7 @@ import { tf } from '../backend.ts';
 import { mulberry32, type Random } from '../random.ts';
 import { augmentationEnabled } from './augment.ts';
 import { checkSplit, product } from './batches.ts';
-import { registerBatchNormGradient } from './batch-norm-gradient.ts';
+import { registerTrainingGradients } from './gradients.ts';
 import { EarlyStopping, type EarlyStoppingState } from './early-stopping.ts';
 import { evaluate, trainEpoch, type BatchEvent } from './epoch.ts';
 import { buildClassifierHead, classWeightVector } from './head.ts';
@@ -98,7 +98,7 @@ export async function trainClassifier(opts: TrainClassifierOptions): Promise<Tra
 }
 
 function prepare(opts: TrainClassifierOptions): RunSetup {
-  registerBatchNormGradient();
+  registerTrainingGradients();
   const size = opts.inputSize;
   const numClasses = opts.labels.length;
   if (numClasses < 1) throw new Error('trainClassifier: no classes');
