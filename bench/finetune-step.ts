@@ -1,7 +1,7 @@
 // One fine-tuning step of MobileNetV2 (224×224, nsfwjs weights) + a 10-class dense head, SGD,
 // with the top N base layers trainable: wasm (the service's backend set-up: packages/ml's gradient
-// kernels, fast paths, heap kernels and its threaded build on ML_THREADS threads, all cores by
-// default; and the gradients its training steps register), cpu, and PyTorch CPU
+// kernels, fast paths and heap kernels, its threaded build when WASM_THREADS > 1; and the
+// gradients its training steps register), cpu, and PyTorch CPU
 // (bench/finetune_step.py) side by side. Every measurement runs in its own process (a process
 // loads one backend, and a wasm error leaves a process broken).
 //

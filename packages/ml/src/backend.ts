@@ -7,12 +7,12 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { MlBackendChoice } from '@finetune/core';
 import { verifyGpu } from './gpu.ts';
-import { mlThreads } from './threads.ts';
+import { wasmThreads } from './threads.ts';
 import { registerWasmFastPaths } from './wasm-fast-paths.ts';
 import { guardWasmFailures } from './wasm-failures.ts';
 import { registerWasmGradientKernels } from './wasm-gradients.ts';
 import { registerWasmHeapKernels } from './wasm-heap-kernels.ts';
-import { registerThreadedWasm, wasmThreads } from './wasm-threads.ts';
+import { registerThreadedWasm } from './wasm-threads.ts';
 
 export { tf };
 
@@ -22,6 +22,8 @@ const AUTO_ORDER: readonly BackendName[] = ['tensorflow-gpu', 'tensorflow', 'was
 
 let active: { choice: MlBackendChoice; name: BackendName } | null = null;
 let pending: Promise<BackendName> | null = null;
+// The wasm package, once imported (importing it registers the backend: only when wasm is chosen).
+let wasmPackage: typeof import('@tensorflow/tfjs-backend-wasm') | null = null;
 
 /**
  * Picks and initialises the tfjs backend once per process. 'auto' tries tensorflow-gpu,
@@ -53,7 +55,7 @@ export async function initBackend(choice: MlBackendChoice): Promise<BackendName>
 
 /** The threads the wasm backend's XNNPACK pool runs on (1: its single-threaded build), or null on another backend. */
 export function wasmBackendThreads(): number | null {
-  return active?.name === 'wasm' ? wasmThreads() : null;
+  return active?.name === 'wasm' && wasmPackage ? wasmPackage.getThreadsCount() : null;
 }
 
 /** The backend chosen by initBackend, or null before it ran. */
@@ -105,9 +107,10 @@ async function tryBackend(name: BackendName): Promise<void> {
       const require = createRequire(import.meta.url);
       const dist = path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist') + path.sep;
       wasm.setWasmPaths(dist);
+      wasmPackage = wasm;
       // More than one thread: the build whose XNNPACK runs on a thread pool (see wasm-threads.ts).
-      const threads = mlThreads();
-      if (threads > 1) registerThreadedWasm(threads, (reason) => process.emitWarning(`tfjs wasm runs on one thread: its threaded build did not load (${reason})`));
+      const threads = wasmThreads();
+      if (threads > 1) registerThreadedWasm(wasm, threads, (reason) => process.emitWarning(`tfjs wasm runs on one thread: its threaded build did not load (${reason})`));
       await setBackendOrThrow('wasm', name);
       // wasm lacks the conv gradient kernels that training conv layers needs (see wasm-gradients.ts).
       registerWasmGradientKernels();

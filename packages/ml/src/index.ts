@@ -22,7 +22,7 @@ export {
   type DataCheckInput,
 } from './data-checks.ts';
 export { computeEmbeddings } from './embed.ts';
-export { mlThreads } from './threads.ts';
+export { mlThreads, wasmThreads } from './threads.ts';
 export {
   forwardImages,
   frozenEngine,

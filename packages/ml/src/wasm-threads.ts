@@ -7,7 +7,8 @@
 // worker_threads cannot load. The emscripten glue itself runs pthreads on worker_threads. This
 // module loads the threaded build with file paths instead and registers it as the 'wasm' backend,
 // so every kernel registered for 'wasm' (tfjs's own and wasm-gradients.ts's) runs on it unchanged.
-// Measured on a 2-core machine: a 1024² matmul 88 → 46 ms with 2 threads.
+// Measured on a 2-core machine: a 1024² matmul 88 → 46 ms with 2 threads. WASM_THREADS picks it
+// (threads.ts says why it is not the default).
 //
 // Two facts of the build this relies on (tfjs-backend-wasm 4.22, src/cc/backend.cc):
 // - The pool size is capped at emscripten_num_logical_cores() / 2 (it assumes two hyperthreads
@@ -18,8 +19,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { BackendWasm, getThreadsCount, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import type * as TfjsWasm from '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs';
+
+// The package is passed in, not imported here: importing it registers the 'wasm' backend, and a
+// process that never chose wasm must not have it (tf.memory() would try to start it).
+type WasmPackage = Pick<typeof TfjsWasm, 'BackendWasm' | 'setThreadsCount'>;
 
 const require = createRequire(import.meta.url);
 const packageRoot = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
@@ -34,7 +39,7 @@ interface EmscriptenImports {
   env: Record<string, unknown>;
 }
 
-type WasmModule = ConstructorParameters<typeof BackendWasm>[0];
+type WasmModule = ConstructorParameters<typeof TfjsWasm.BackendWasm>[0];
 
 interface EmscriptenThreads {
   PThread: { runningWorkers: Array<{ unref(): void }> };
@@ -114,11 +119,12 @@ async function loadThreadedModule(threads: number): Promise<WasmModule> {
 }
 
 /**
- * Replaces the 'wasm' backend's factory with one that loads the threaded build on `threads`
- * threads (at most MAX_WASM_THREADS); where that build will not load, tfjs's own loader (one
- * thread) runs instead and `onFallback` hears why. Call before tf.setBackend('wasm').
+ * Replaces the 'wasm' backend's factory with one that loads the threaded build of `wasm` (the
+ * imported package) on `threads` threads (at most MAX_WASM_THREADS); where that build will not
+ * load, tfjs's own loader (one thread) runs instead and `onFallback` hears why. Call before
+ * tf.setBackend('wasm').
  */
-export function registerThreadedWasm(threads: number, onFallback: (reason: string) => void = () => {}): void {
+export function registerThreadedWasm(wasm: WasmPackage, threads: number, onFallback: (reason: string) => void = () => {}): void {
   const n = Math.min(Math.max(1, Math.floor(threads)), MAX_WASM_THREADS);
   const original = tf.findBackendFactory('wasm');
   tf.removeBackend('wasm');
@@ -126,9 +132,9 @@ export function registerThreadedWasm(threads: number, onFallback: (reason: strin
     'wasm',
     async () => {
       try {
-        setThreadsCount(n);
+        wasm.setThreadsCount(n);
         const module = await loadThreadedModule(n);
-        const backend = new BackendWasm(module); // starts the pool's threads
+        const backend = new wasm.BackendWasm(module); // starts the pool's threads
         // emscripten keeps a running pthread's worker referenced (a C program's threads keep it
         // alive); here the pool only serves the process, which must still exit when its work ends.
         for (const worker of (module as unknown as EmscriptenThreads).PThread.runningWorkers) worker.unref();
@@ -136,15 +142,10 @@ export function registerThreadedWasm(threads: number, onFallback: (reason: strin
       } catch (error) {
         if (!original) throw error;
         onFallback((error as Error).message);
-        setThreadsCount(1);
+        wasm.setThreadsCount(1);
         return original();
       }
     },
     2,
   );
-}
-
-/** The threads XNNPACK runs on in the active wasm backend. */
-export function wasmThreads(): number {
-  return getThreadsCount();
 }

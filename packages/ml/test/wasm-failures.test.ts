@@ -33,6 +33,31 @@ describe('a full wasm heap', () => {
   });
 });
 
+describe('a full heap in the threaded build', () => {
+  it('fails the step the same way instead of spinning on its allocator', async () => {
+    const code = `
+      const ml = await import(${JSON.stringify(indexModule)});
+      const { tf } = ml;
+      await ml.initBackend('wasm');
+      const base = (await ml.loadBaseModel('mobilenet_v2')).model;
+      for (const layer of base.layers) layer.trainable = true;
+      const vars = base.layers.flatMap((l) => l.trainableWeights).map((w) => w.read());
+      const x = tf.randomUniform([24, 224, 224, 3]);
+      let error = null;
+      try { tf.variableGrads(() => tf.mean(base.apply(x, { training: false })), vars); } catch (e) { error = e.message; }
+      console.log('REPORT ' + JSON.stringify({ threads: ml.wasmBackendThreads(), error }));`;
+    const { stdout } = await run(process.execPath, ['--conditions=development', '--import', 'tsx', '--input-type=module', '-e', code], {
+      timeout: 120_000,
+      env: { ...process.env, WASM_THREADS: '2' },
+    });
+    const line = stdout.split('\n').find((l) => l.startsWith('REPORT '));
+    expect(line, stdout).toBeDefined();
+    const report = JSON.parse(line!.slice(7)) as { threads: number; error: string | null };
+    expect(report.threads).toBe(2);
+    expect(report.error).toMatch(/^Out of memory: the wasm heap cannot hold another \d+ bytes$/);
+  });
+});
+
 describe('a backend that trapped', () => {
   it('is sealed: later kernels repeat the first failure, frees do nothing, and the process still exits', async () => {
     // In a fresh process, a kernel reads a tensor registered at an address past the heap's end:

@@ -1,4 +1,4 @@
-// The threaded wasm build (src/wasm-threads.ts): ML_THREADS picks it and its pool size, and a
+// The threaded wasm build (src/wasm-threads.ts): WASM_THREADS picks it and its pool size, and a
 // training step's gradients agree with the single-threaded build's, and the pool's threads do not
 // keep a process alive. Each setting runs in a fresh process (a process loads one backend).
 import { describe, expect, it } from 'vitest';
@@ -15,7 +15,7 @@ interface ChildReport {
   grads: number[];
 }
 
-/** In a fresh process with ML_THREADS=threads: the pool size, whether the heap is shared, and the gradients of a small conv net. */
+/** In a fresh process with WASM_THREADS=threads: the pool size, whether the heap is shared, and the gradients of a small conv net. */
 async function inChild(threads: string): Promise<ChildReport> {
   const code = `
     const ml = await import(${JSON.stringify(indexModule)});
@@ -40,7 +40,7 @@ async function inChild(threads: string): Promise<ChildReport> {
   // The child must end on its own when its work is done: the pool's threads do not hold it.
   const { stdout } = await run(process.execPath, ['--conditions=development', '--import', 'tsx', '--input-type=module', '-e', code], {
     timeout: 60_000,
-    env: { ...process.env, ML_THREADS: threads },
+    env: { ...process.env, WASM_THREADS: threads },
   });
   const line = stdout.split('\n').find((l) => l.startsWith('REPORT '));
   if (!line) throw new Error(`no report from the child:\n${stdout}`);
@@ -48,7 +48,7 @@ async function inChild(threads: string): Promise<ChildReport> {
 }
 
 describe('the threaded wasm build', () => {
-  it('runs on ML_THREADS threads over a shared heap, 1 being the single-threaded build, with the same gradients', async () => {
+  it('runs on WASM_THREADS threads over a shared heap, 1 being the single-threaded build, with the same gradients', async () => {
     const [one, two, three] = await Promise.all([inChild('1'), inChild('2'), inChild('3')]);
     expect([one.threads, one.shared]).toEqual([1, false]);
     expect([two.threads, two.shared]).toEqual([2, true]);
