@@ -157,6 +157,31 @@ describe('wasm gradient kernels', () => {
     }
   });
 
+  it('Sum over the leading axes (average pooling) and FusedBatchNorm (a multiply-add) match cpu to float rounding', () => {
+    const close = (got: { values: Float32Array; shape: number[] }, want: { values: Float32Array; shape: number[] }) => {
+      expect(got.shape).toEqual(want.shape);
+      expect(relErr(got.values, want.values)).toBeLessThan(1e-5);
+    };
+    for (const [shape, axis, keepDims] of [
+      [[3, 7, 9, 12], [0, 1, 2], false],
+      [[1, 7, 9, 12], [2, 0, 1], true],
+      [[3, 1, 1, 5], [0, 1, 2], false],
+      [[40, 6], 0, false],
+      [[4, 5, 6], [0, 1], true],
+      [[4, 5, 6], [1, 2], false], // not the leading axes: wasm's own Sum
+    ] as Array<[number[], number | number[], boolean]>) {
+      const x = random(shape, 10);
+      close(runOn('wasm', 'Sum', { x }, { axis, keepDims }), runOn('cpu', 'Sum', { x }, { axis, keepDims }));
+    }
+    const x = random([2, 5, 6, 8], 11);
+    const stats = { mean: random([8], 12), variance: { shape: [8], values: random([8], 13).values.map(Math.abs) } };
+    const affine: Record<string, { values: Float32Array; shape: number[] }> = { offset: random([8], 14), scale: random([8], 15) };
+    for (const extra of [affine, {}]) {
+      const inputs = { x, ...stats, ...extra };
+      close(runOn('wasm', 'FusedBatchNorm', inputs, { varianceEpsilon: 1e-3 }), runOn('cpu', 'FusedBatchNorm', inputs, { varianceEpsilon: 1e-3 }));
+    }
+  });
+
   it('Conv2DBackpropFilter handles NCHW like cpu', () => {
     const x = random([2, 3, 6, 7], 5); // N C H W
     const dy = random([2, 4, 3, 4], 6); // 3x3, stride 2, same → 3x4
