@@ -6,7 +6,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { tf, initBackend, registerTrainingGradients } from '../src/index.ts';
-import { CLIP_BY_VALUE_GRAD, hasSimdLoops, withoutSimdLoops } from '../src/wasm-heap-kernels.ts';
+import { CLIP_BY_VALUE_GRAD, WASM_HEAP_KERNELS, hasSimdLoops, registerWasmHeapKernels, withoutSimdLoops } from '../src/wasm-heap-kernels.ts';
 
 let wasmBackend: BackendWasm;
 
@@ -51,8 +51,12 @@ function expectSameAsCpu(kernel: string, inputs: Record<string, Values> | Values
 }
 
 describe('wasm heap kernels', () => {
-  it('have their SIMD loops on the active backend', () => {
+  it('have their SIMD loops on the active backend, and registering again is a no-op', async () => {
     expect(hasSimdLoops(wasmBackend)).toBe(true);
+    const before = [CLIP_BY_VALUE_GRAD, ...WASM_HEAP_KERNELS].map((name) => tf.getKernel(name, 'wasm')?.kernelFunc);
+    expect(before.every((f) => f !== undefined)).toBe(true);
+    await registerWasmHeapKernels(wasmBackend);
+    expect([CLIP_BY_VALUE_GRAD, ...WASM_HEAP_KERNELS].map((name) => tf.getKernel(name, 'wasm')?.kernelFunc)).toEqual(before);
   });
 
   it('Transpose: 2-D, axis rotations and rotations that keep the last axis', () => {
