@@ -1,7 +1,7 @@
 // Object storage: the one place that speaks to S3 (MinIO in compose, s3rver in tests and
 // `npm start`, AWS S3 in production). Services depend on the `ObjectStore` interface, not the SDK.
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -204,14 +204,11 @@ export class S3ObjectStore implements ObjectStore {
   async putFile(key: string, path: string, contentType?: string): Promise<void> {
     const { size } = await stat(path);
     if (size <= PART_SIZE) {
+      // From memory, not a stream: the SDK retries a request whose body it can send again, and
+      // never one with a stream body ("non-retryable streaming request"). A reset connection once
+      // failed a dataset upload with a 500 that way. At most one part (5 MiB) is held.
       await this.client.send(
-        new PutObjectCommand({
-          Bucket: this.bucket,
-          Key: key,
-          Body: createReadStream(path),
-          ContentLength: size,
-          ContentType: contentType,
-        }),
+        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: await readFile(path), ContentLength: size, ContentType: contentType }),
       );
       return;
     }
