@@ -13,7 +13,8 @@ export default defineConfig({
     globalSetup: ['test/global-setup.ts'],
     // Copies the services global-setup started into process.env for loadConfig().
     setupFiles: ['test/setup-env.ts'],
-    // Test files share one Postgres, Redis and S3 server; tfjs wasm uses one core per process.
+    // Test files share one Postgres, Redis and S3 server; tfjs wasm uses one core per process
+    // (WASM_THREADS unset; the threaded build is tested in child processes).
     fileParallelism: false,
     pool: 'forks',
     testTimeout: 120_000,
