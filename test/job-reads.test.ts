@@ -36,6 +36,9 @@ describe('JobsRepository.getWithMetrics', () => {
         epochs: 5,
         status: options.model ? 'succeeded' : 'running',
         startedAt: new Date('2026-01-02T03:04:05.678Z'),
+        heartbeatAt: new Date('2026-01-02T03:05:00.001Z'),
+        finishedAt: options.model ? new Date('2026-01-02T03:06:07.890Z') : null,
+        warnings: [{ code: 'near_duplicates', count: 2 }],
         timings: { training: 1234 },
       },
     });
@@ -75,6 +78,7 @@ describe('JobsRepository.getWithMetrics', () => {
     expect(read!.metrics).toHaveLength(options.metrics);
     expect(read!.job.model === null).toBe(!options.model);
     expect(read!.job.startedAt?.toISOString()).toBe('2026-01-02T03:04:05.678Z');
+    expect(read!.job.heartbeatAt?.toISOString()).toBe('2026-01-02T03:05:00.001Z');
   });
 
   it("is null for a missing job and for another tenant's job", async () => {

@@ -4,7 +4,6 @@ import type { IncomingMessage } from 'node:http';
 import Fastify, { type FastifyInstance, type RouteOptions } from 'fastify';
 import { InferencePool } from '@finetune/ml';
 import cors from '@fastify/cors';
-import helmet from '@fastify/helmet';
 import type { AppDeps } from './deps.ts';
 import { authenticate, decorateCaller } from './plugins/auth.ts';
 import { registerJsonBody } from './plugins/json-body.ts';
@@ -15,6 +14,7 @@ import { registerMultipart } from './plugins/multipart.ts';
 import { registerOpenApi } from './plugins/openapi.ts';
 import { dashboard } from './plugins/dashboard.ts';
 import { clientErrorHandler, frameworkErrors, registerProblemDetails } from './plugins/problem-details.ts';
+import { registerSecurityHeaders } from './plugins/security-headers.ts';
 import { registerBodyIdleTimeout, serverTimeoutOptions } from './plugins/timeouts.ts';
 import { validatorCompiler } from './plugins/validation.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -117,13 +117,7 @@ export async function buildApp(deps: AppDeps, options: BuildOptions = {}): Promi
   registerProblemDetails(app, { authenticateV1: onRequest });
   registerBodyIdleTimeout(app, config.http.uploadIdleTimeoutMs);
   registerJsonBody(app);
-  await app.register(helmet, {
-    // Responses are JSON, problem+json and zips: nothing a browser should render or run.
-    contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
-    // With CORS configured, browsers on those origins load models straight from here
-    // (tf.loadLayersModel on /download's files).
-    crossOriginResourcePolicy: { policy: config.http.corsOrigins.length > 0 ? 'cross-origin' : 'same-origin' },
-  });
+  registerSecurityHeaders(app, { crossOrigin: config.http.corsOrigins.length > 0 });
   // CORS is off unless origins are configured: no Access-Control-* headers at all.
   if (config.http.corsOrigins.length > 0) {
     await app.register(cors, {

@@ -79,10 +79,24 @@ export function authenticate(options: AuthOptions) {
     if (!caller) return unauthorized(reply, 'the API key is unknown or revoked', 'invalid_token');
 
     request.caller = caller;
-    const log = request.log.child({ tenantId: caller.tenantId, keyPrefix: caller.keyPrefix });
-    request.log = log;
-    reply.log = log;
+    bindCaller(request, reply, { tenantId: caller.tenantId, keyPrefix: caller.keyPrefix });
   };
+}
+
+/**
+ * Adds the caller to the request's log lines. Fastify's request logger is already a child made
+ * for this request: pino's `setBindings` extends it in place, where a child of that child cost
+ * 3–4 % of a `GET /v1/jobs/:id` (CPU profile under load). A logger without `setBindings` (a
+ * custom or disabled one) gets a child instead.
+ */
+function bindCaller(request: FastifyRequest, reply: FastifyReply, bindings: { tenantId: string; keyPrefix: string }): void {
+  const log = request.log as FastifyRequest['log'] & { setBindings?: (bindings: object) => void };
+  if (typeof log.setBindings === 'function') {
+    log.setBindings(bindings);
+    return;
+  }
+  request.log = log.child(bindings);
+  reply.log = request.log;
 }
 
 /** Route-level onRequest for admin-only routes (after `authenticate`). */
