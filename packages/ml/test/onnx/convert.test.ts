@@ -3,6 +3,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
 import { forwardImages, frozenEngine } from '../../src/inference/runner.ts';
+import { ortMaxBatch } from '../../src/inference/ort.ts';
 import { convertToOnnx } from '../../src/onnx/convert.ts';
 import { pads } from '../../src/onnx/layers.ts';
 import { mulberry32 } from '../../src/random.ts';
@@ -210,6 +211,25 @@ describe('the runner', () => {
     });
     await expect(cancel).rejects.toThrow('canceled');
     expect(calls).toEqual([2]);
+    model.dispose();
+  });
+
+  it('runs ONNX Runtime on the CPU at most ortMaxBatch() images at a time, whatever batch it is asked for', async () => {
+    const input = tf.input({ shape: [3, 3, 1] });
+    const model = randomise(tf.model({ inputs: input, outputs: apply(L.flatten(), apply(L.conv2d({ filters: 2, kernelSize: 2 }), input)) }));
+    const xs = inputs([3, 3, 1], 10);
+    const max = ortMaxBatch();
+    expect(max).toBe(4);
+    expect(ortMaxBatch({ ML_BACKEND: 'tensorflow-gpu' })).toBe(Number.POSITIVE_INFINITY);
+    const seen: number[] = [];
+    const ort = await forwardImages(model, xs, { batchSize: 16, onBatch: (done) => void seen.push(done) });
+    expect(ort.engine).toBe('onnxruntime');
+    expect(seen).toEqual([4, 8, 10]);
+    // tfjs takes the caller's batch; the outputs are the same images' either way.
+    const tfjsSeen: number[] = [];
+    const ref = await forwardImages(model, xs, { batchSize: 16, engine: 'tfjs', onBatch: (done) => void tfjsSeen.push(done) });
+    expect(tfjsSeen).toEqual([10]);
+    expect(agreement(ort.output, ref.output).relative).toBeLessThan(RELATIVE_TOLERANCE);
     model.dispose();
   });
 
