@@ -28,16 +28,17 @@ export class TorchEmbedder {
   ) {}
 
   /** Writes the images (NHWC float32, as the service decodes them) for the Python side and waits for its warm-up. */
-  static async start(images: readonly Float32Array[], size: number, file: string, threads = 2): Promise<TorchEmbedder> {
+  static async start(images: readonly Float32Array[], size: number, file: string, batch = 16): Promise<TorchEmbedder> {
     const all = new Float32Array(images.length * size * size * 3);
     images.forEach((img, i) => all.set(img, i * size * size * 3));
     await writeFile(file, new Uint8Array(all.buffer));
-    return TorchEmbedder.open(file, images.length, size, threads);
+    return TorchEmbedder.open(file, images.length, size, batch);
   }
 
-  /** Embeds `count` images already written to `file` (NHWC float32). */
-  static async open(file: string, count: number, size: number, threads = 2): Promise<TorchEmbedder> {
-    const child = spawn(PYTHON, [path.join(HERE, 'torch_embed.py'), '--input', file, '--count', String(count), '--size', String(size), '--threads', String(threads)]);
+  /** Embeds `count` images already written to `file` (NHWC float32), `batch` at a time, on 2 threads. */
+  static async open(file: string, count: number, size: number, batch = 16): Promise<TorchEmbedder> {
+    const args = ['--input', file, '--count', String(count), '--size', String(size), '--batch', String(batch), '--threads', '2'];
+    const child = spawn(PYTHON, [path.join(HERE, 'torch_embed.py'), ...args]);
     child.stderr.on('data', (d: Buffer) => process.stderr.write(`[torch] ${d.toString()}`));
     const lines = createInterface({ input: child.stdout });
     const ready = await nextLine(lines, child);

@@ -17,6 +17,7 @@ import { digitPng, mnistFolderZip } from '../test/support/mnist-fixtures.ts';
 import { runProcess, resultLine, torchAvailable, torchFinetuneStep, TorchEmbedder, TORCH_MISSING } from './pytorch.ts';
 import { SERVICE_BUILD, Stack, type JobView } from './stack.ts';
 import { fmt, markdownTable, summarize, type Row, type Summary } from './stats.ts';
+import { wrk, wrkAvailable } from './wrk.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const argv = process.argv.slice(2);
@@ -36,6 +37,8 @@ const P = QUICK
 const DIGITS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
 const SIZE = 224; // MobileNetV2's input
 const HYPER = { epochs: 10, batchSize: 32, seed: 7 };
+/** PyTorch's embedding also runs at these batches, beside the bar's 16 (see rowEmbed). */
+const EMBED_SMALL_BATCHES = [2, 4];
 
 const rows = new Map<RowName, Row>();
 const phases: Array<{ label: string; totalMs: number; timings: Record<string, number> }> = [];
@@ -91,19 +94,38 @@ async function rowEmbed(): Promise<void> {
   await computeEmbeddings(base, images.slice(0, 16), 16); // warm-up: conversion, session
   const ours: number[] = [];
   const ratios: number[] = [];
-  const embedder = torch ? await TorchEmbedder.start(images, SIZE, path.join(scratch, 'embed.f32')) : null;
+  // The bar's comparison is at batch 16 on both sides. PyTorch on this CPU is much faster at
+  // small batches, so it also runs at 2 and 4: the service against PyTorch's fastest of the three.
+  const file = path.join(scratch, 'embed.f32');
+  const embedder = torch ? await TorchEmbedder.start(images, SIZE, file, 16) : null;
+  const small = embedder ? await Promise.all(EMBED_SMALL_BATCHES.map((b) => TorchEmbedder.open(file, images.length, SIZE, b))) : [];
+  const best: number[] = [];
+  const fastest: number[] = [];
   if (embedder) notes.push(`PyTorch: ${embedder.info}`);
   for (let rep = 0; rep < P.embedReps; rep++) {
     const t = performance.now();
     await computeEmbeddings(base, images, 16);
     const ms = performance.now() - t;
     ours.push((images.length / ms) * 1000);
-    if (embedder) ratios.push((await embedder.pass()) / ms);
+    if (!embedder) continue;
+    const torchMs = [await embedder.pass()];
+    for (const e of small) torchMs.push(await e.pass()); // one at a time: timed passes must not overlap
+    ratios.push(torchMs[0]! / ms);
+    const minMs = Math.min(...torchMs);
+    best.push(minMs / ms);
+    fastest.push([16, ...EMBED_SMALL_BATCHES][torchMs.indexOf(minMs)]!);
   }
   await embedder?.close();
+  await Promise.all(small.map((e) => e.close()));
   base.model.dispose();
   const rate = summarize(ours);
-  log(`embed: service ${fmt(rate, ' img/s')}; speed-up ${fmt(summarize(ratios), '×', 2)}`);
+  log(`embed: service ${fmt(rate, ' img/s')}; speed-up ${fmt(summarize(ratios), '×', 2)}; vs PyTorch's fastest batch ${fmt(summarize(best), '×', 2)}`);
+  if (embedder) {
+    notes.push(
+      `Embedding against PyTorch at its fastest batch of ${[16, ...EMBED_SMALL_BATCHES].join(', ')} (batch ${fastest.join(', ')} in the ${fastest.length} repetitions): ` +
+        `the service is ${fmt(summarize(best), '×', 2)} faster. The service's ONNX Runtime runs 4 images at a time on the CPU whatever batch it is asked for.`,
+    );
+  }
   rows.set('embed', {
     figure,
     measured: embedder ? `${fmt(summarize(ratios), '×', 2)} faster; service ${fmt(rate, ' img/s')}` : `${TORCH_MISSING}; service ${fmt(rate, ' img/s')}`,
@@ -220,15 +242,24 @@ async function rowGet(stack: Stack, jobId: string): Promise<void> {
   // A tenant's member key, as users call the API: looked up in Postgres on every request, where
   // the bootstrap admin key is compared in memory.
   const { key } = await stack.request<{ key: string }>('POST', `/v1/tenants/${DEFAULT_TENANT_ID}/api-keys`, { name: 'bench-get' });
+  const url = `${stack.baseUrl}/v1/jobs/${jobId}`;
+  const headers = { authorization: `Bearer ${key}` };
   for (let rep = 0; rep < P.httpReps; rep++) {
-    const r = await cannon({ url: `${stack.baseUrl}/v1/jobs/${jobId}`, headers: { authorization: `Bearer ${key}` }, connections: 32 });
-    rates.push(r.requests.average);
-    p99.push(r.latency.p99);
+    if (wrkAvailable()) {
+      const r = await wrk(url, headers, 32, P.httpSeconds);
+      rates.push(r.requestsPerSec);
+      p99.push(r.p99Ms);
+    } else {
+      const r = await cannon({ url, headers, connections: 32 });
+      rates.push(r.requests.average);
+      p99.push(r.latency.p99);
+    }
   }
   const rate = summarize(rates);
   const tail = summarize(p99);
+  const tool = wrkAvailable() ? 'wrk -t2 -c32' : 'autocannon, 32 connections (wrk not installed)';
   rows.set('get', {
-    figure: `\`GET /v1/jobs/:id\` with a tenant's API key, 32 concurrent connections (autocannon, ${P.httpSeconds} s runs)`,
+    figure: `\`GET /v1/jobs/:id\` with a tenant's API key (${tool}, ${P.httpSeconds} s runs)`,
     measured: `${fmt(rate, ' req/s', 0)}; p99 ${fmt(tail, ' ms', 0)}`,
     bar: '≥ 2,000 req/s, p99 ≤ 40 ms',
     met: rate.median >= 2000 && tail.median <= 40,
