@@ -113,7 +113,8 @@ export async function buildApp(deps: AppDeps, options: BuildOptions = {}): Promi
   });
 
   // Everything under /v1 needs an API key; /healthz and /readyz stay open.
-  const onRequest = authenticate({ secret, adminApiKey: config.auth.adminApiKey, apiKeys: deps.apiKeys, tenants: deps.tenants });
+  await deps.credentials.start();
+  const onRequest = authenticate({ secret, adminApiKey: config.auth.adminApiKey, credentials: (prefix) => deps.credentials.credentials(prefix), tenants: deps.tenants });
   registerProblemDetails(app, { authenticateV1: onRequest });
   registerBodyIdleTimeout(app, config.http.uploadIdleTimeoutMs);
   registerJsonBody(app);

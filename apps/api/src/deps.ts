@@ -2,6 +2,7 @@ import type { Config } from '@finetune/core';
 import { ApiKeysRepository, createDb, DatasetsRepository, JobsRepository, ModelsRepository, TenantsRepository, type Db } from '@finetune/db';
 import { createProducerConnection, TrainingQueue } from '@finetune/queue';
 import { S3ObjectStore, type ObjectStore } from '@finetune/storage';
+import { CredentialsCache } from './auth/credentials-cache.ts';
 import { MemoryFitCheck } from './services/memory-fit.ts';
 
 /** Everything with I/O the API talks to, built once from configuration. */
@@ -15,6 +16,8 @@ export interface AppDeps {
   models: ModelsRepository;
   tenants: TenantsRepository;
   apiKeys: ApiKeysRepository;
+  /** API key lookups by prefix, cached while Postgres reports every key change. */
+  credentials: CredentialsCache;
   /** Refuses at submission a spec that cannot train in the backend's memory. */
   memoryFit: MemoryFitCheck;
 }
@@ -23,6 +26,7 @@ export function createAppDeps(config: Config): AppDeps {
   if (!config.databaseUrl) throw new Error('DATABASE_URL is required (npm start provides an embedded Postgres)');
   if (!config.s3.endpoint) throw new Error('S3_ENDPOINT is required (npm start provides an embedded S3 server)');
   const db = createDb(config.databaseUrl);
+  const apiKeys = new ApiKeysRepository(db);
   return {
     config,
     db,
@@ -36,11 +40,13 @@ export function createAppDeps(config: Config): AppDeps {
     jobs: new JobsRepository(db),
     models: new ModelsRepository(db),
     tenants: new TenantsRepository(db),
-    apiKeys: new ApiKeysRepository(db),
+    apiKeys,
+    credentials: new CredentialsCache((prefix) => apiKeys.credentialsByPrefix(prefix), config.databaseUrl, { ttlMs: config.auth.keyCacheTtlMs }),
   };
 }
 
 export async function closeAppDeps(deps: AppDeps): Promise<void> {
+  await deps.credentials.close();
   await deps.queue.close();
   deps.queue.connection.disconnect();
   await deps.db.$disconnect();

@@ -109,6 +109,8 @@ export interface Config {
     apiKeySecret: string | undefined;
     /** A bootstrap admin key acting in the default tenant. */
     adminApiKey: string | undefined;
+    /** How long the API trusts a cached key lookup without a change notification; 0: no cache. */
+    keyCacheTtlMs: number;
   };
   /** Prometheus metrics: the API's GET /metrics and the worker's own listener. */
   metrics: {
@@ -349,6 +351,7 @@ export function loadConfig(env: Env = process.env): Config {
     auth: {
       apiKeySecret: secret('API_KEY_SECRET'),
       adminApiKey: secret('ADMIN_API_KEY'),
+      keyCacheTtlMs: int('API_KEY_CACHE_TTL_MS', 60_000, 0, 3_600_000),
     },
     metrics: {
       enabled: bool('METRICS_ENABLED', true),

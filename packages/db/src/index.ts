@@ -17,3 +17,4 @@ export * from './base-models.repository.ts';
 export type { BaseModel as BaseModelRow } from './generated/client.ts';
 export * from './sweeps.repository.ts';
 export type { Sweep } from './generated/client.ts';
+export * from './api-key-changes.ts';

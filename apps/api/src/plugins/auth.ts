@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { DEFAULT_TENANT_ID, type ApiKeysRepository, type TenantsRepository } from '@finetune/db';
+import { DEFAULT_TENANT_ID, type ApiKeyCredentials, type TenantsRepository } from '@finetune/db';
 import { hashApiKey, keyPrefix, sameHash } from '../auth/api-keys.ts';
 import { sendProblem } from './problem-details.ts';
 
@@ -25,7 +25,8 @@ declare module 'fastify' {
 export interface AuthOptions {
   secret: string;
   adminApiKey: string | undefined;
-  apiKeys: ApiKeysRepository;
+  /** A key's row by its prefix (auth/credentials-cache.ts). */
+  credentials: (prefix: string) => Promise<ApiKeyCredentials | null>;
   tenants: TenantsRepository;
 }
 
@@ -43,8 +44,9 @@ export function decorateCaller(app: FastifyInstance): void {
 
 /**
  * The onRequest hook of the /v1 scope: every request needs `Authorization: Bearer <key>`. A key
- * is looked up by its prefix on every request (no cache, so a revoked key fails at once) and
- * its HMAC compared in constant time. The request's logger then carries the tenant and the
+ * is looked up by its prefix (cached only while every key change is reported, so a revoked key
+ * fails at once: see auth/credentials-cache.ts) and its HMAC compared in constant time on every
+ * request. The request's logger then carries the tenant and the
  * key's prefix — never the key.
  */
 export function authenticate(options: AuthOptions) {
@@ -70,7 +72,7 @@ export function authenticate(options: AuthOptions) {
       caller = { tenantId: DEFAULT_TENANT_ID, keyId: null, keyPrefix: adminPrefix!, role: 'admin' };
     } else {
       const prefix = keyPrefix(key);
-      const row = prefix ? await options.apiKeys.credentialsByPrefix(prefix) : null;
+      const row = prefix ? await options.credentials(prefix) : null;
       // Compared even when revoked, so both answers take the same time.
       if (row && sameHash(hash, Buffer.from(row.keyHash, 'hex')) && row.revokedAt === null) {
         caller = { tenantId: row.tenantId, keyId: row.id, keyPrefix: row.prefix, role: row.role };

@@ -44,6 +44,9 @@ export async function createApiKey(
 export async function revokeApiKey(deps: AppDeps, caller: Caller, id: string): Promise<void> {
   const revoked = await deps.apiKeys.revoke(id, caller.role === 'admin' ? null : caller.tenantId);
   if (!revoked) throw new NotFoundError('api_key', id);
+  // Before answering: this process's next request must not find the key in its cache, even
+  // before the change notification arrives.
+  deps.credentials.forget(revoked.prefix);
 }
 
 export function presentApiKey(key: ApiKey) {
