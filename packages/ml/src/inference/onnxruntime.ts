@@ -4,7 +4,7 @@ import type { InferenceSession } from 'onnxruntime-node';
 import type { tf } from '../backend.ts';
 import { convertToOnnx } from '../onnx/convert.ts';
 import { mlThreads } from '../threads.ts';
-import { loadOrt, sessionOptions } from './ort.ts';
+import { loadOrt, runInPieces, sessionOptions } from './ort.ts';
 
 export interface OrtSession {
   session: InferenceSession;
@@ -35,12 +35,5 @@ export async function openSession(model: tf.LayersModel, cut: string | undefined
 export async function runSession(s: OrtSession, batch: Float32Array, count: number): Promise<Float32Array> {
   const loaded = await loadOrt();
   if (loaded instanceof Error) throw loaded;
-  const input = new loaded.Tensor('float32', batch, [count, ...s.inputShape]);
-  const outputs = await s.session.run({ [s.inputName]: input });
-  const y = outputs[s.outputName]!;
-  try {
-    return y.data as Float32Array;
-  } finally {
-    input.dispose();
-  }
+  return runInPieces(loaded, s.session, { input: s.inputName, output: s.outputName }, batch, [count, ...s.inputShape]);
 }

@@ -4,7 +4,7 @@
 // ONNX Runtime only (no tfjs): a worker costs its sessions and little else.
 import { parentPort, workerData } from 'node:worker_threads';
 import type { InferenceSession } from 'onnxruntime-node';
-import { loadOrt, sessionOptions } from './ort.ts';
+import { loadOrt, runInPieces, sessionOptions } from './ort.ts';
 import type { FromWorker, PoolWorkerData, ToWorker } from './pool-protocol.ts';
 
 const port = parentPort!;
@@ -43,17 +43,9 @@ async function run(message: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     if (!session) throw new Error(`no session for model ${message.key}`);
     const ort = await loadOrt();
     if (ort instanceof Error) throw ort;
-    const input = new ort.Tensor('float32', message.input, message.dims);
-    try {
-      const outputs = await session.run({ [message.inputName]: input });
-      const y = outputs[message.outputName]!;
-      // A copy of our own: its buffer moves to the main thread without another copy.
-      const output = new Float32Array(y.data as Float32Array);
-      y.dispose();
-      post({ type: 'result', id: message.id, output }, [output.buffer as ArrayBuffer]);
-    } finally {
-      input.dispose();
-    }
+    // An array of our own: its buffer moves to the main thread without another copy.
+    const output = await runInPieces(ort, session, { input: message.inputName, output: message.outputName }, message.input, message.dims);
+    post({ type: 'result', id: message.id, output }, [output.buffer as ArrayBuffer]);
   } catch (error) {
     post({ type: 'failed', id: message.id, message: (error as Error).message });
   }

@@ -6,7 +6,6 @@ import { createHash } from 'node:crypto';
 import { activeBackend, tf } from '../backend.ts';
 import { convertToOnnx } from '../onnx/convert.ts';
 import { openSession, runSession, type OrtSession } from './onnxruntime.ts';
-import { ortMaxBatch } from './ort.ts';
 import { InferenceWorkerLost, type InferencePool, type PooledModel } from './pool.ts';
 
 /** Which engine produced a result: 'onnxruntime' or 'tfjs-<backend>' (tfjs-wasm, tfjs-tensorflow, …). */
@@ -21,7 +20,7 @@ export type ImageBatch = readonly Float32Array[] | readonly Uint8Array[];
 export interface ForwardOptions {
   /** Return this layer's output instead of the model's (the frozen bottom up to a cut). */
   cut?: string;
-  /** Images per batch (default 32); ONNX Runtime on the CPU runs at most `ortMaxBatch()` at a time. */
+  /** Images per batch (default 32); ONNX Runtime on the CPU splits it further (ort.ts `runInPieces`). */
   batchSize?: number;
   /** Default: ML_INFERENCE_ENGINE ('auto' unless set to 'tfjs'). */
   engine?: EngineChoice;
@@ -68,7 +67,7 @@ export async function forwardImages(model: tf.LayersModel, images: ImageBatch, o
         ? (batch: Float32Array, count: number) => pool.run(target as PooledModel, batch, count)
         : (batch: Float32Array, count: number) => runSession(target as OrtSession, batch, count);
       try {
-        const result = await run(images, target.inputShape, target.outputShape, Math.min(batchSize, ortMaxBatch()), options.onBatch, 'onnxruntime', step);
+        const result = await run(images, target.inputShape, target.outputShape, batchSize, options.onBatch, 'onnxruntime', step);
         return { ...result, fallback: null };
       } catch (error) {
         // Only the engine's own failures fall back: a wrong image size, an error thrown by onBatch
