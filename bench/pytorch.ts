@@ -106,6 +106,15 @@ export function resultLine<T>(out: string): T | null {
   return line ? (JSON.parse(line.slice(7)) as T) : null;
 }
 
+/**
+ * The embedding network of torch_embed.py written as ONNX by PyTorch's exporter (NCHW input
+ * `images`, output `embedding`), or null when the export fails.
+ */
+export async function exportTorchOnnx(file: string, size: number): Promise<string | null> {
+  const r = await runProcess(PYTHON, [path.join(HERE, 'torch_embed.py'), '--export-onnx', file, '--size', String(size)], 300_000);
+  return r.code === 0 && existsSync(file) ? file : null;
+}
+
 /** finetune_step.py, all layers trainable: the median step in ms over `steps` timed steps. */
 export async function torchFinetuneStep(batch: number, steps: number): Promise<{ ms: number[]; info: string } | null> {
   const r = await runProcess(PYTHON, [path.join(HERE, 'finetune_step.py'), '--batch', String(batch), '--tops', 'all', '--steps', String(steps), '--threads', '2'], 900_000);
