@@ -19,6 +19,7 @@
 //   run. Training reports either error as backend_out_of_memory.
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { wrapWasmKernel } from './wasm-kernel-wrap.ts';
 
 /** The emscripten module's allocator and heap, in either of tfjs' builds. */
 interface Allocator {
@@ -93,19 +94,19 @@ export function guardWasmFailures(backend: BackendWasm): void {
   const disposeData = backend.disposeData.bind(backend);
   backend.disposeData = (dataId: object, force?: boolean) => (state.failure !== null ? true : disposeData(dataId, force));
 
-  for (const kernel of tf.getKernelsForBackend('wasm')) {
-    const run = kernel.kernelFunc;
-    const kernelFunc = ((args: Parameters<tf.KernelFunc>[0]) => {
-      if (state.failure !== null) throw sealedError(state.failure, kernel.kernelName);
-      try {
-        return run(args);
-      } catch (error) {
-        note(error);
-        throw error;
-      }
-    }) as tf.KernelFunc;
-    Object.assign(kernelFunc, run); // keeps the markers that make the other registrations idempotent
-    tf.unregisterKernel(kernel.kernelName, 'wasm');
-    tf.registerKernel({ ...kernel, kernelFunc });
+  // A marker of this guard's own: each backend guarded gets its kernels wrapped with its state.
+  const marker = Symbol('finetune.wasmFailureGuard.kernel');
+  for (const { kernelName } of tf.getKernelsForBackend('wasm')) {
+    wrapWasmKernel(kernelName, marker, (run) =>
+      ((args: Parameters<tf.KernelFunc>[0]) => {
+        if (state.failure !== null) throw sealedError(state.failure, kernelName);
+        try {
+          return run(args);
+        } catch (error) {
+          note(error);
+          throw error;
+        }
+      }) as tf.KernelFunc,
+    );
   }
 }

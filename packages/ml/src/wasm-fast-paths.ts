@@ -14,6 +14,7 @@
 //
 // Semantics follow tfjs-backend-cpu's kernels of the same names; the tests compare against cpu.
 import * as tf from '@tensorflow/tfjs';
+import { wrapWasmKernel } from './wasm-kernel-wrap.ts';
 
 type Pad = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
 type Rounding = 'floor' | 'round' | 'ceil' | undefined;
@@ -142,24 +143,16 @@ function batchNormMultiplyAdd(
 
 const FAST_PATH = Symbol.for('finetune.wasmFastPath');
 
-/**
- * Puts a fast path in front of an existing wasm kernel; cases where `fast` returns null still run
- * the original kernel. The wrapper is marked so that a second call does not wrap it again.
- */
+/** Puts a fast path in front of an existing wasm kernel; cases where `fast` returns null still run the original kernel. */
 function wrapKernel(kernelName: string, fast: (args: KernelArgs) => tf.Tensor | null): void {
-  const original = tf.getKernel(kernelName, 'wasm');
-  if (original == null || (original.kernelFunc as unknown as Record<symbol, boolean>)[FAST_PATH]) return;
-  const kernelFunc = ((args: KernelArgs) => {
-    // tidy passes a null result through; the cast only satisfies its TensorContainer type.
-    const out = tf.tidy(() => fast(args) as tf.Tensor) as tf.Tensor | null;
-    return out ?? original.kernelFunc(args as unknown as Parameters<tf.KernelFunc>[0]);
-  }) as unknown as tf.KernelFunc;
-  (kernelFunc as unknown as Record<symbol, boolean>)[FAST_PATH] = true;
-  tf.unregisterKernel(kernelName, 'wasm');
-  // Keep the original setupFunc: it binds the native function when the backend initialises.
-  tf.registerKernel({ ...original, kernelFunc });
+  wrapWasmKernel(kernelName, FAST_PATH, (original) =>
+    ((args: KernelArgs) => {
+      // tidy passes a null result through; the cast only satisfies its TensorContainer type.
+      const out = tf.tidy(() => fast(args) as tf.Tensor) as tf.Tensor | null;
+      return out ?? original(args as unknown as Parameters<tf.KernelFunc>[0]);
+    }) as unknown as tf.KernelFunc,
+  );
 }
-
 
 interface KernelArgs {
   inputs: tf.NamedTensorInfoMap;

@@ -24,6 +24,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { instantiateSimdLoops, type SimdLoops } from './wasm-simd.ts';
+import { wrapWasmKernel } from './wasm-kernel-wrap.ts';
 
 type TensorInfo = tf.TensorInfo;
 
@@ -322,13 +323,9 @@ const WRAPPED = Symbol.for('finetune.wasmHeapKernel');
 
 /** Puts `fast` in front of wasm's kernel `name`; where it returns null, the original runs. */
 function wrap(name: string, fast: HeapKernel): void {
-  const original = tf.getKernel(name, 'wasm');
-  if (original == null || (original.kernelFunc as unknown as Record<symbol, boolean>)[WRAPPED]) return;
-  const kernelFunc = ((args: HeapKernelArgs) => fast(args) ?? original.kernelFunc(args as unknown as Parameters<tf.KernelFunc>[0])) as unknown as tf.KernelFunc;
-  (kernelFunc as unknown as Record<symbol, boolean>)[WRAPPED] = true;
-  tf.unregisterKernel(name, 'wasm');
-  // Keep the original setupFunc: it binds the native function when the backend initialises.
-  tf.registerKernel({ ...original, kernelFunc });
+  wrapWasmKernel(name, WRAPPED, (original) =>
+    ((args: HeapKernelArgs) => fast(args) ?? original(args as unknown as Parameters<tf.KernelFunc>[0])) as unknown as tf.KernelFunc,
+  );
 }
 
 /** Kernel names registerWasmHeapKernels wraps (for diagnostics and tests). */
