@@ -17,6 +17,7 @@
 //   dscale = rsqrt(variance + ε)·Σ dy·(x − mean),  doffset = Σdy.
 // Results equal the original's up to float rounding (the products are taken in another order).
 import { tf } from '../backend.ts';
+import { replaceGradient } from './replace-gradient.ts';
 
 const REPLACED = Symbol.for('finetune.batchNormGradient');
 
@@ -25,10 +26,7 @@ const REPLACED = Symbol.for('finetune.batchNormGradient');
  * Inputs of other ranks than NHWC with per-channel statistics keep tfjs' own gradient.
  */
 export function registerBatchNormGradient(): void {
-  const original = tf.getGradient('FusedBatchNorm');
-  if (!original || (original as unknown as Record<symbol, boolean>)[REPLACED]) return;
-  const config: tf.GradConfig = {
-    kernelName: 'FusedBatchNorm',
+  replaceGradient('FusedBatchNorm', REPLACED, (original) => ({
     inputsToSave: ['x', 'mean', 'variance', 'scale'],
     gradFunc: (dy, saved, attrs) => {
       const [x, mean, variance, scale] = saved as tf.Tensor[];
@@ -47,9 +45,7 @@ export function registerBatchNormGradient(): void {
         offset: () => tf.sum(d, axes),
       };
     },
-  };
-  (config as unknown as Record<symbol, boolean>)[REPLACED] = true;
-  tf.registerGradient(config);
+  }));
 }
 
 type ScalelessBatchNorm = tf.layers.Layer & { scale: boolean; gamma: { read(): tf.Tensor } | null };

@@ -7,22 +7,18 @@
 // same values; backends without one keep tfjs' own gradient.
 import { tf } from '../backend.ts';
 import { CLIP_BY_VALUE_GRAD } from '../wasm-heap-kernels.ts';
+import { replaceGradient } from './replace-gradient.ts';
 
 const REPLACED = Symbol.for('finetune.clipByValueGradient');
 
 /** Registers the gradient above for ClipByValue (process-global, every backend). Idempotent. */
 export function registerClipByValueGradient(): void {
-  const original = tf.getGradient('ClipByValue');
-  if (!original || (original as unknown as Record<symbol, boolean>)[REPLACED]) return;
-  const config: tf.GradConfig = {
-    kernelName: 'ClipByValue',
+  replaceGradient('ClipByValue', REPLACED, (original) => ({
     inputsToSave: ['x'],
     gradFunc: (dy, saved, attrs) => {
       if (tf.getKernel(CLIP_BY_VALUE_GRAD, tf.getBackend()) == null) return original.gradFunc(dy, saved, attrs);
       const [x] = saved as tf.Tensor[];
       return { x: () => tf.engine().runKernel(CLIP_BY_VALUE_GRAD, { dy: dy as tf.Tensor, x: x! }, attrs) as tf.Tensor };
     },
-  };
-  (config as unknown as Record<symbol, boolean>)[REPLACED] = true;
-  tf.registerGradient(config);
+  }));
 }
