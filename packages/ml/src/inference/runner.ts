@@ -4,6 +4,7 @@
 // and its fallback live here.
 import { createHash } from 'node:crypto';
 import { activeBackend, tf } from '../backend.ts';
+import { yieldToEventLoop } from '../event-loop.ts';
 import { convertToOnnx } from '../onnx/convert.ts';
 import { openSession, runSession, type OrtSession } from './onnxruntime.ts';
 import { InferenceWorkerLost, type InferencePool, type PooledModel } from './pool.ts';
@@ -43,8 +44,6 @@ export interface ForwardResult {
   /** Why ONNX Runtime did not run, when it did not (null when it ran, or tfjs was asked for). */
   fallback: string | null;
 }
-
-const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * Runs `model` (up to `cut`) over `images` in batches and returns the outputs. Yields to the

@@ -15,6 +15,7 @@
 import type { Hyperparameters } from '@finetune/core';
 import { DomainError } from '@finetune/core';
 import { tf, type BackendName } from '../backend.ts';
+import { yieldToEventLoop } from '../event-loop.ts';
 import { planMicroBatch, type MicroBatchPlan } from './micro-batch.ts';
 
 /** Per BatchNormalization layer (by name): its moving mean and variance, one value per channel. */
@@ -85,8 +86,6 @@ export function writeBatchNormStatistics(model: tf.LayersModel, stats: BatchNorm
     layer.movingVariance.write(tf.tensor1d(s.variance));
   }
 }
-
-const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * The BN statistics of `model` on `images` (RGB uint8, inputSize² × 3 each), estimated as the

@@ -5,9 +5,6 @@ import { forwardImages } from '../inference/runner.ts';
 import { augmentBatch, type Augmentation } from './augment.ts';
 import type { LabelledImages } from './types.ts';
 
-/** Lets a long loop give timers and I/O (heartbeats, cancellation) a turn between batches. */
-export const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
-
 export function product(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }

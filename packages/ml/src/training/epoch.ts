@@ -1,7 +1,8 @@
 // The epoch runner: one pass of minibatch steps over the training set, and the validation pass.
 import type { Hyperparameters } from '@finetune/core';
 import { tf } from '../backend.ts';
-import { range, shuffled, yieldToEventLoop, type BatchInput } from './batches.ts';
+import { yieldToEventLoop } from '../event-loop.ts';
+import { range, shuffled, type BatchInput } from './batches.ts';
 import { classificationLoss, headLogits, l2Penalty } from './head.ts';
 import { applyDecoupledWeightDecay, setLearningRate, setMomentum } from './optimizers.ts';
 import type { LabelledImages } from './types.ts';

@@ -7,7 +7,8 @@
 // handed back to the run, and its optimizers are its own.
 import { tf } from '../backend.ts';
 import { mulberry32 } from '../random.ts';
-import { shuffled, yieldToEventLoop } from './batches.ts';
+import { yieldToEventLoop } from '../event-loop.ts';
+import { shuffled } from './batches.ts';
 import { trainStep, type StepContext } from './epoch.ts';
 import { disposeOptimizer } from './optimizers.ts';
 import type { StageSession } from './stage.ts';
