@@ -29,10 +29,11 @@ export function sessionOptions(threads: number, env: Record<string, string | und
 
 /**
  * The most images one ONNX Runtime run takes on the CPU; a caller's larger batch is run in
- * pieces (`runInPieces`), in-process and on the /predict pool alike. Small runs keep their activations in the CPU's caches: MobileNetV2 (224) embedded
- * 10 % faster at 2–4 images per run than at 16 and 15 % faster than at 32 (2 threads, passes
- * interleaved, in both orders); InceptionV3 (299) ran at the same speed at 1–32. A GPU wants
- * large batches: CUDA hosts run the caller's batch whole.
+ * pieces (`runInPieces`), in-process and on the /predict pool alike. Small runs keep their
+ * activations in the CPU's caches: MobileNetV2 (224) embedded 10 % faster at 2–4 images per run
+ * than at 16 and 15 % faster than at 32 (2 threads, passes interleaved, in both orders);
+ * InceptionV3 (299) ran at the same speed at 1–32. A GPU wants large batches: CUDA hosts run the
+ * caller's batch whole.
  */
 export function ortMaxBatch(env: Record<string, string | undefined> = process.env): number {
   return env.ML_BACKEND === 'tensorflow-gpu' ? Number.POSITIVE_INFINITY : 4;
@@ -56,14 +57,15 @@ export async function runInPieces(
   for (let start = 0; start < count; start += maxBatch) {
     const n = Math.min(maxBatch, count - start);
     const piece = new ort.Tensor('float32', input.subarray(start * perImage, (start + n) * perImage), [n, ...dims.slice(1)]);
+    let y: Awaited<ReturnType<InferenceSession['run']>>[string] | undefined;
     try {
-      const y = (await session.run({ [names.input]: piece }))[names.output]!;
+      y = (await session.run({ [names.input]: piece }))[names.output]!;
       const values = y.data as Float32Array;
       const width = values.length / n;
       output ??= new Float32Array(count * width);
       output.set(values, start * width);
-      y.dispose();
     } finally {
+      y?.dispose();
       piece.dispose();
     }
   }
